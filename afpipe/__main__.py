@@ -1,0 +1,3 @@
+from afpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+"""Shared test configuration; fixtures live in tests/fixtures/."""
+
+pytest_plugins = ["tests.fixtures.moto", "tests.fixtures.redshift", "tests.fixtures.common"]
