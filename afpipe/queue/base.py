@@ -44,10 +44,12 @@ class Queue(Protocol):
         """Extend (heartbeat) or release (0) messages we hold."""
         ...
 
-    async def dead_letter(self, message: ReceivedMessage, reason: str, body: str) -> None:
-        """Keep ``body`` (all or part of ``message``) with ``reason`` for inspection.
+    async def dead_letter(self, message: ReceivedMessage, reason: str, body: str) -> bool:
+        """Keep ``body`` (all or part of ``message``) durably with ``reason``.
 
-        Does not delete ``message``; the caller does once the rest is committed.
+        Returns False when there is nowhere to keep it (SQS with no DLQ
+        configured): the caller must then leave ``message`` to the queue's own
+        redrive policy instead of deleting it. Never deletes ``message``.
         """
         ...
 
