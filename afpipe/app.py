@@ -1,0 +1,167 @@
+"""The root nursery: ingest, producer and consumer under one structured scope.
+
+Shutdown: the first SIGTERM/SIGINT (or ``drain``) stops accepting HTTP,
+finishes in-flight requests, flushes the producer, stops polling, writes and
+deletes what was received and releases the rest, all within
+``AFPIPE_DRAIN_TIMEOUT_S``. A second signal cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+import trio
+
+from afpipe import backends
+from afpipe.config import Settings, redacted
+from afpipe.health import Health
+from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.pipeline.consumer import ConsumerConfig, serve_consumer
+from afpipe.producer import Producer
+from afpipe.queue.base import Queue
+
+log = logging.getLogger("afpipe")
+
+# Share of the drain budget the HTTP server may spend finishing requests; the
+# rest is for flushing the producer and the consumer's last batches.
+HTTP_DRAIN_SHARE = 0.5
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        pollers=settings.pollers,
+        writers=settings.writers,
+        channel_messages=settings.channel_messages,
+        batch_max_rows=settings.batch_max_rows,
+        batch_max_bytes=settings.batch_max_bytes,
+        batch_linger_s=settings.batch_linger_ms / 1000,
+        visibility_s=settings.visibility_timeout_s,
+        max_receives=settings.max_receives,
+        empty_receive_pause_s=settings.sqs_polling_interval_ms / 1000,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
+
+
+class Exit:
+    """How the run ended: 0 after a drain, 128+signal after a forced stop."""
+
+    def __init__(self) -> None:
+        self.code = 0
+
+
+async def _watch_signals(drain: trio.Event, root: trio.CancelScope, exit_: Exit) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not drain.is_set():
+                log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
+                drain.set()
+            else:
+                log.warning("second signal; exiting now")
+                exit_.code = 128 + signum
+                root.cancel()
+                return
+
+
+async def run(
+    settings: Settings,
+    *,
+    ingest: bool = True,
+    consume: bool = True,
+    drain: trio.Event | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run afpipe until drained; returns the process exit status."""
+    drain = drain or trio.Event()
+    exit_ = Exit()
+    health = Health(settings.ready_fail_after_s)
+    async with AsyncExitStack() as stack:
+        queue = await stack.enter_async_context(backends.open_queue(settings))
+        await queue.ping()
+        warehouse = None
+        if consume:
+            warehouse = await stack.enter_async_context(backends.open_warehouse(settings))
+            await warehouse.ensure_table()
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_watch_signals, drain, outer.cancel_scope, exit_)
+            with trio.CancelScope() as work_scope:
+                async with trio.open_nursery() as work:
+                    stop_http, stop_consumer = trio.Event(), trio.Event()
+                    binds: list[str] = []
+                    if warehouse is not None:
+                        await work.start(
+                            serve_consumer,
+                            queue,
+                            warehouse,
+                            consumer_config(settings),
+                            stop_consumer,
+                            health,
+                        )
+                    if ingest:
+                        binds = await _start_ingest(
+                            work, settings, queue, health, stop_http, consume
+                        )
+                    health.serving = True
+                    log.info(
+                        "afpipe serving",
+                        extra={
+                            "binds": binds,
+                            "roles": {"ingest": ingest, "consumer": consume},
+                            "backends": backends.describe(settings),
+                            "settings": redacted(settings),
+                        },
+                    )
+                    task_status.started(binds)
+                    await drain.wait()
+                    health.draining = True
+                    work_scope.deadline = trio.current_time() + settings.drain_timeout_s
+                    stop_http.set()
+                    stop_consumer.set()
+            if work_scope.cancelled_caught:
+                log.warning("drain timeout reached; unfinished work stays on the queue")
+            outer.cancel_scope.cancel()
+    log.info("afpipe stopped", extra={"exit_code": exit_.code})
+    return exit_.code
+
+
+async def _start_ingest(
+    nursery: trio.Nursery,
+    settings: Settings,
+    queue: Queue,
+    health: Health,
+    stop: trio.Event,
+    consume: bool,
+) -> list[str]:
+    producer = Producer(
+        queue,
+        max_message_bytes=settings.queue_max_message_bytes,
+        max_pending_events=settings.producer_max_pending_events,
+        senders=settings.producer_senders,
+        health=health,
+    )
+    await nursery.start(producer.run)
+    app = create_app(
+        producer,
+        health,
+        IngestConfig(
+            max_body_bytes=settings.max_body_bytes,
+            max_message_bytes=settings.queue_max_message_bytes,
+            enqueue_timeout_s=settings.enqueue_timeout_s,
+            token=settings.webhook_token,
+            token_header=settings.webhook_token_header,
+            consumer_enabled=consume,
+        ),
+    )
+    config = hypercorn_config(
+        settings.host, settings.port, settings.drain_timeout_s * HTTP_DRAIN_SHARE
+    )
+
+    async def http_then_close(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve_ingest(app, config, stop, task_status=task_status)
+        finally:
+            producer.close()  # requests are done: flush what they queued, then end
+
+    binds: list[str] = await nursery.start(http_then_close)
+    return binds

@@ -1,0 +1,87 @@
+"""``afpipe`` command line: serve, check, dlq. Exit codes: 0 ok, 1 failure, 2 bad config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from afpipe import __version__, config, logs
+from afpipe.errors import AfpipeError, ConfigError
+
+log = logging.getLogger("afpipe")
+
+
+def _settings_help() -> str:
+    lines = ["settings (environment variables or ./.env; the environment wins):"]
+    for name, default in config.defaults().items():
+        shown = "" if default == "" else default
+        lines.append(f"  {name:<40} default: {shown!s:<16} {config.HELP.get(name, '')}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="afpipe", description="AppsFlyer Push API -> queue -> Redshift pipeline."
+    )
+    parser.add_argument("--version", action="version", version=f"afpipe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the webhook and the consumer",
+        description="Run the webhook (HTTP ingest) and the consumer (queue -> warehouse).",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--no-ingest", action="store_true", help="run the consumer only (no HTTP server)"
+    )
+    commands.add_parser("check", help="check the configuration and that the backends answer")
+    dlq = commands.add_parser("dlq", help="inspect or redrive dead-lettered messages")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    peek = dlq_commands.add_parser("peek", help="show dead-lettered messages with their reasons")
+    peek.add_argument("--limit", type=int, default=10)
+    redrive = dlq_commands.add_parser("redrive", help="move dead letters back onto the queue")
+    redrive.add_argument("--limit", type=int, default=1000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load()
+    except ConfigError as exc:
+        print(f"afpipe: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(settings, no_ingest=args.no_ingest)
+        from afpipe import admin
+
+        if args.command == "check":
+            return trio.run(admin.check, settings)
+        if args.dlq_command == "peek":
+            return trio.run(admin.dlq_peek, settings, args.limit)
+        return trio.run(admin.dlq_redrive, settings, args.limit)
+    except ConfigError as exc:
+        print(f"afpipe: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (AfpipeError, OSError) as exc:
+        log.error("afpipe failed", extra={"error": str(exc)})
+        print(f"afpipe: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: config.Settings, *, no_ingest: bool) -> int:
+    from afpipe.app import run
+
+    ingest = not no_ingest
+    consume = settings.enable_sqs_consumer
+    if not ingest and not consume:
+        raise ConfigError("ENABLE_SQS_CONSUMER=false with --no-ingest leaves nothing to run")
+    return trio.run(partial(run, settings, ingest=ingest, consume=consume))

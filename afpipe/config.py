@@ -1,0 +1,227 @@
+"""Settings: the Node.js service's environment variables plus ``AFPIPE_*``.
+
+Read once at start from the process environment and an optional ``.env`` in
+the working directory (the environment wins), decoded into a frozen msgspec
+struct. A bad value raises ``ConfigError`` naming the variable, before
+anything binds; the CLI turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, field
+
+from afpipe.errors import ConfigError
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "silent"]
+
+SECRET_SETTINGS = frozenset({"AFPIPE_WEBHOOK_TOKEN"})
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # --- names kept from the Node.js service ---
+    port: Port = field(default=3000, name="PORT")
+    host: str = field(default="0.0.0.0", name="HOST")
+    log_level: LogLevel = field(default="info", name="LOG_LEVEL")
+    enable_sqs_consumer: bool = field(default=True, name="ENABLE_SQS_CONSUMER")
+    sqs_queue_url: str = field(default="", name="SQS_QUEUE_URL")
+    sqs_polling_interval_ms: NonNegative = field(default=1000, name="SQS_POLLING_INTERVAL")
+    aws_region: str = field(default="us-east-1", name="AWS_REGION")
+    redshift_cluster_identifier: str = field(default="", name="REDSHIFT_CLUSTER_IDENTIFIER")
+    redshift_workgroup_name: str = field(default="", name="REDSHIFT_WORKGROUP_NAME")
+    redshift_database: str = field(default="dev", name="REDSHIFT_DATABASE")
+    redshift_db_user: str = field(default="", name="REDSHIFT_DB_USER")
+    redshift_secret_arn: str = field(default="", name="REDSHIFT_SECRET_ARN")
+    redshift_table_name: str = field(default="appsflyer_events", name="REDSHIFT_TABLE_NAME")
+    redshift_statement_timeout_ms: Positive = field(
+        default=60000, name="REDSHIFT_STATEMENT_TIMEOUT"
+    )
+    redshift_max_retries: Positive = field(default=30, name="REDSHIFT_MAX_RETRIES")
+    secondary_redshift_enabled: bool = field(default=False, name="SECONDARY_REDSHIFT_ENABLED")
+    secondary_redshift_endpoint: str = field(default="", name="SECONDARY_REDSHIFT_ENDPOINT")
+    secondary_aws_region: str = field(default="", name="SECONDARY_AWS_REGION")
+    secondary_redshift_cluster_identifier: str = field(
+        default="", name="SECONDARY_REDSHIFT_CLUSTER_IDENTIFIER"
+    )
+    secondary_redshift_workgroup_name: str = field(
+        default="", name="SECONDARY_REDSHIFT_WORKGROUP_NAME"
+    )
+    secondary_redshift_database: str = field(default="", name="SECONDARY_REDSHIFT_DATABASE")
+    secondary_redshift_db_user: str = field(default="", name="SECONDARY_REDSHIFT_DB_USER")
+    secondary_redshift_secret_arn: str = field(default="", name="SECONDARY_REDSHIFT_SECRET_ARN")
+    secondary_redshift_table_name: str = field(default="", name="SECONDARY_REDSHIFT_TABLE_NAME")
+    # --- AWS SDK endpoint overrides ---
+    aws_endpoint_url: str = field(default="", name="AWS_ENDPOINT_URL")
+    aws_endpoint_url_sqs: str = field(default="", name="AWS_ENDPOINT_URL_SQS")
+    aws_endpoint_url_redshift_data: str = field(default="", name="AWS_ENDPOINT_URL_REDSHIFT_DATA")
+    # --- afpipe additions ---
+    data_dir: str = field(default="./afpipe-data", name="AFPIPE_DATA_DIR")
+    webhook_token: str = field(default="", name="AFPIPE_WEBHOOK_TOKEN")
+    webhook_token_header: str = field(default="Authorization", name="AFPIPE_WEBHOOK_TOKEN_HEADER")
+    max_body_bytes: Positive = field(default=1024 * 1024, name="AFPIPE_MAX_BODY_BYTES")
+    queue_max_message_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = field(
+        default=256 * 1024, name="AFPIPE_QUEUE_MAX_MESSAGE_BYTES"
+    )
+    producer_max_pending_events: Positive = field(
+        default=20000, name="AFPIPE_PRODUCER_MAX_PENDING_EVENTS"
+    )
+    producer_senders: Positive = field(default=4, name="AFPIPE_PRODUCER_SENDERS")
+    enqueue_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_ENQUEUE_TIMEOUT_S")
+    pollers: Positive = field(default=2, name="AFPIPE_POLLERS")
+    writers: Positive = field(default=2, name="AFPIPE_WRITERS")
+    channel_messages: NonNegative = field(default=20, name="AFPIPE_CHANNEL_MESSAGES")
+    batch_max_rows: Positive = field(default=1000, name="AFPIPE_BATCH_MAX_ROWS")
+    batch_max_bytes: Positive = field(default=4 * 1024 * 1024, name="AFPIPE_BATCH_MAX_BYTES")
+    batch_linger_ms: NonNegative = field(default=1000, name="AFPIPE_BATCH_LINGER_MS")
+    visibility_timeout_s: Annotated[int, Meta(ge=2, le=43200)] = field(
+        default=120, name="AFPIPE_VISIBILITY_TIMEOUT_S"
+    )
+    max_receives: Positive = field(default=5, name="AFPIPE_MAX_RECEIVES")
+    dlq_url: str = field(default="", name="AFPIPE_DLQ_URL")
+    drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
+    ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
+
+    def __post_init__(self) -> None:
+        if not self.webhook_token_header.strip():
+            raise ValueError("AFPIPE_WEBHOOK_TOKEN_HEADER must not be empty")
+
+    @property
+    def uses_sqs(self) -> bool:
+        return bool(self.sqs_queue_url)
+
+    @property
+    def uses_redshift(self) -> bool:
+        return bool(self.redshift_cluster_identifier or self.redshift_workgroup_name)
+
+
+HELP: dict[str, str] = {
+    "PORT": "HTTP port of the webhook (0 = any free port)",
+    "HOST": "address the webhook binds",
+    "LOG_LEVEL": "trace|debug|info|warn|error|fatal|silent",
+    "ENABLE_SQS_CONSUMER": "run the consumer (poll loops and writers) in this process",
+    "SQS_QUEUE_URL": "SQS queue URL; empty = embedded SQLite queue",
+    "SQS_POLLING_INTERVAL": "pause in ms after an empty receive",
+    "AWS_REGION": "AWS region for SQS and the Redshift Data API",
+    "REDSHIFT_CLUSTER_IDENTIFIER": "provisioned cluster; empty (and no workgroup) = embedded",
+    "REDSHIFT_WORKGROUP_NAME": "Redshift Serverless workgroup",
+    "REDSHIFT_DATABASE": "database name",
+    "REDSHIFT_DB_USER": "database user (provisioned, temporary credentials)",
+    "REDSHIFT_SECRET_ARN": "Secrets Manager ARN with the database credentials",
+    "REDSHIFT_TABLE_NAME": "target table, `table` or `schema.table`",
+    "REDSHIFT_STATEMENT_TIMEOUT": "ms a statement may run before it is cancelled",
+    "REDSHIFT_MAX_RETRIES": "max DescribeStatement polls per statement",
+    "SECONDARY_REDSHIFT_ENABLED": "also load every batch into a secondary Redshift",
+    "SECONDARY_REDSHIFT_ENDPOINT": "Data API endpoint URL of the secondary (VPC endpoint)",
+    "SECONDARY_AWS_REGION": "region of the secondary (default AWS_REGION)",
+    "SECONDARY_REDSHIFT_CLUSTER_IDENTIFIER": "secondary cluster",
+    "SECONDARY_REDSHIFT_WORKGROUP_NAME": "secondary Serverless workgroup",
+    "SECONDARY_REDSHIFT_DATABASE": "secondary database (default REDSHIFT_DATABASE)",
+    "SECONDARY_REDSHIFT_DB_USER": "secondary database user",
+    "SECONDARY_REDSHIFT_SECRET_ARN": "secondary Secrets Manager ARN",
+    "SECONDARY_REDSHIFT_TABLE_NAME": "secondary table (default REDSHIFT_TABLE_NAME)",
+    "AWS_ENDPOINT_URL": "endpoint override for every AWS service",
+    "AWS_ENDPOINT_URL_SQS": "endpoint override for SQS",
+    "AWS_ENDPOINT_URL_REDSHIFT_DATA": "endpoint override for the Redshift Data API",
+    "AFPIPE_DATA_DIR": "directory of the embedded queue.db and warehouse.db",
+    "AFPIPE_WEBHOOK_TOKEN": "if set, the webhook requires this token (secret)",
+    "AFPIPE_WEBHOOK_TOKEN_HEADER": "header that carries the token",
+    "AFPIPE_MAX_BODY_BYTES": "largest accepted request body (413 above)",
+    "AFPIPE_QUEUE_MAX_MESSAGE_BYTES": "largest queue message and batch (SQS allows 1 MiB)",
+    "AFPIPE_PRODUCER_MAX_PENDING_EVENTS": "events waiting for the queue before ingest sheds (503)",
+    "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
+    "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",
+    "AFPIPE_POLLERS": "concurrent receive loops",
+    "AFPIPE_WRITERS": "concurrent warehouse writers",
+    "AFPIPE_CHANNEL_MESSAGES": "messages buffered between pollers and writers",
+    "AFPIPE_BATCH_MAX_ROWS": "flush a batch at this many events",
+    "AFPIPE_BATCH_MAX_BYTES": "flush a batch at this many message bytes",
+    "AFPIPE_BATCH_LINGER_MS": "flush a batch this long after its first message",
+    "AFPIPE_VISIBILITY_TIMEOUT_S": "visibility timeout of received messages (heartbeat extends)",
+    "AFPIPE_MAX_RECEIVES": "receives after which a message is dead-lettered",
+    "AFPIPE_DLQ_URL": "SQS dead-letter queue URL (embedded: a table in queue.db)",
+    "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
+    "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",
+}
+
+_TRUE = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+_ERROR_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<name>[A-Z0-9_]+)`)?$", re.S)
+
+
+def setting_names() -> list[str]:
+    return [f.encode_name for f in msgspec.structs.fields(Settings)]
+
+
+def defaults() -> dict[str, Any]:
+    return {f.encode_name: f.default for f in msgspec.structs.fields(Settings)}
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """``KEY=value`` lines; ``#`` comments, ``export`` prefixes and quotes allowed."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f".env line {number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def load(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Settings from ``dotenv`` (default ./.env, if present) overlaid by ``environ``."""
+    environ = os.environ if environ is None else environ
+    dotenv = Path(".env") if dotenv is None else dotenv
+    raw: dict[str, str] = {}
+    if dotenv.is_file():
+        raw.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
+    raw.update(environ)
+    names = set(setting_names())
+    known: dict[str, str] = {}
+    for key, value in raw.items():
+        if key in names and value.strip() != "":
+            value = value.strip()
+            known[key] = _TRUE.get(value.lower(), value)
+    try:
+        return msgspec.convert(known, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc, known)) from exc
+
+
+def _describe(exc: msgspec.ValidationError, values: Mapping[str, str]) -> str:
+    match = _ERROR_PATH.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message, name = match["msg"], match["name"]
+    if name is None:
+        return f"invalid settings: {message}"
+    shown = "<redacted>" if name in SECRET_SETTINGS else repr(values.get(name, ""))
+    message = message.replace("`", "")
+    return f"{name}={shown}: {message[:1].lower()}{message[1:]}"
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings for the startup log, secrets hidden."""
+    out = msgspec.to_builtins(settings)
+    assert isinstance(out, dict)
+    for name in SECRET_SETTINGS:
+        if out.get(name):
+            out[name] = "<redacted>"
+    return out

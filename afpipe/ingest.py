@@ -1,0 +1,171 @@
+"""HTTP ingest: Quart-trio routes served by hypercorn inside the root nursery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from afpipe import __version__
+from afpipe.errors import AfpipeError, Overloaded
+from afpipe.health import Health
+from afpipe.producer import Producer, wait_ticket
+from afpipe.webhook import (
+    BadRequest,
+    encode_all,
+    payload_from_query,
+    payloads_from_json,
+    token_matches,
+)
+
+log = logging.getLogger("afpipe.ingest")
+
+WEBHOOK = "/webhook/appsflyer"
+RETRY_AFTER_OVERLOADED_S = 1
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+
+class IngestConfig:
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int,
+        max_message_bytes: int,
+        enqueue_timeout_s: float,
+        token: str = "",
+        token_header: str = "Authorization",
+        consumer_enabled: bool = True,
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_message_bytes = max_message_bytes
+        self.enqueue_timeout_s = enqueue_timeout_s
+        self.token = token
+        self.token_header = token_header
+        self.consumer_enabled = consumer_enabled
+
+
+def _now_iso() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = Response(msgspec.json.encode(body), status=status, headers=headers)
+    response.content_type = "application/json; charset=utf-8"
+    return response
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"success": False, "error": message}, headers)
+
+
+def create_app(producer: Producer, health: Health, config: IngestConfig) -> QuartTrio:
+    app = QuartTrio("afpipe")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 413:
+            return _error(413, f"request body exceeds {config.max_body_bytes} bytes")
+        return _error(status, exc.description or exc.name)
+
+    @app.route(WEBHOOK, methods=["POST", "GET"])
+    async def webhook() -> Response:
+        if config.token and not token_matches(
+            config.token, request.headers.get(config.token_header)
+        ):
+            return _error(401, "missing or invalid token")
+        try:
+            if request.method == "GET":
+                payloads, is_array = [payload_from_query(request.args.items(multi=False))], False
+            else:
+                body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+                assert isinstance(body, bytes)
+                payloads, is_array = payloads_from_json(body)
+            events = encode_all(payloads, config.max_message_bytes)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
+        try:
+            ticket = producer.submit(events)
+            message_ids = await wait_ticket(ticket, config.enqueue_timeout_s)
+        except Overloaded as exc:
+            return _error(503, f"overloaded: {exc}", {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)})
+        except AfpipeError as exc:
+            return _error(
+                503, f"queue unavailable: {exc}", {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
+            )
+        answer: dict[str, Any] = {"success": True, "messageId": message_ids[0]}
+        if is_array:
+            answer["eventIds"] = [e.id for e in events]
+            answer["messageIds"] = message_ids
+        else:
+            answer["eventId"] = events[0].id
+        answer["timestamp"] = _now_iso()
+        return _json(200, answer)
+
+    @app.route("/health")
+    async def health_route() -> Response:
+        return _json(
+            200,
+            {
+                "status": "ok",
+                "timestamp": _now_iso(),
+                "consumer": "enabled" if config.consumer_enabled else "disabled",
+            },
+        )
+
+    @app.route("/ready")
+    async def ready_route() -> Response:
+        ready, reason = health.ready()
+        return _json(200 if ready else 503, {"ready": ready, "status": reason})
+
+    @app.route("/api/hello")
+    async def hello() -> Response:
+        return _json(
+            200,
+            {
+                "name": "afpipe",
+                "message": "Hello from afpipe",
+                "version": __version__,
+                "endpoints": ["/health", "/ready", "/api/hello", WEBHOOK],
+            },
+        )
+
+    return app
+
+
+def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    # Bounds the drain: in-flight requests get this long after shutdown starts, and idle
+    # keep-alive connections (which quart-trio on hypercorn's trio worker may keep
+    # open past keep_alive_timeout) are cut at the same deadline.
+    config.graceful_timeout = graceful_timeout_s
+    config.keep_alive_timeout = 5
+    config.read_timeout = 30
+    config.h11_max_incomplete_size = 64 * 1024
+    config.include_server_header = False
+    return config
+
+
+async def serve_ingest(
+    app: QuartTrio,
+    config: HypercornConfig,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set, then finish in-flight requests (bounded)."""
+    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)

@@ -1,0 +1,1 @@
+"""Poll loops -> bounded channel -> writers -> warehouse -> delete."""

@@ -1,0 +1,67 @@
+"""Pure batching: whole queue messages gathered until rows, bytes or linger.
+
+A batch only ever holds whole messages, so "delete after commit" is simply
+"delete every message of a batch once the batch is committed".
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from afpipe.event import Event
+from afpipe.queue.base import ReceivedMessage
+
+
+class Held(msgspec.Struct, frozen=True):
+    """A received message and its decoded events."""
+
+    message: ReceivedMessage
+    events: list[Event]
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.message.body)
+
+
+class Batch:
+    def __init__(self, *, max_rows: int, max_bytes: int, linger_s: float) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.linger_s = linger_s
+        self.items: list[Held] = []
+        self.rows = 0
+        self.size_bytes = 0
+        self.deadline = math.inf  # when the batch must be flushed (clock of the caller)
+
+    def add(self, held: Held, now: float) -> None:
+        if not self.items:
+            self.deadline = now + self.linger_s
+        self.items.append(held)
+        self.rows += len(held.events)
+        self.size_bytes += held.size_bytes
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= self.max_rows or self.size_bytes >= self.max_bytes
+
+    def take(self) -> list[Held]:
+        items = self.items
+        self.items, self.rows, self.size_bytes, self.deadline = [], 0, 0, math.inf
+        return items
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+def events_of(items: list[Held]) -> list[Event]:
+    """All events of a batch, each id once (a batch may repeat an event)."""
+    seen: set[str] = set()
+    events = []
+    for held in items:
+        for event in held.events:
+            if event.id not in seen:
+                seen.add(event.id)
+                events.append(event)
+    return events

@@ -1,0 +1,250 @@
+"""The consumer: N poll loops -> one bounded channel -> M writers.
+
+Shutdown is structured: ``stop`` cancels the poll loops, which closes their
+send channels; writers drain what was received, commit and delete it, and end
+on EndOfChannel; whatever is still held is then released (visibility 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+import msgspec
+import trio
+
+from afpipe.codec import DecodeError, decode_body, encode_body, encode_event
+from afpipe.errors import AfpipeError
+from afpipe.health import Health
+from afpipe.pipeline.batching import Batch, Held, events_of
+from afpipe.pipeline.inflight import InFlight, heartbeat, release
+from afpipe.queue.base import Queue, ReceivedMessage
+from afpipe.warehouse.base import Rejected, Warehouse
+
+log = logging.getLogger("afpipe.pipeline")
+
+RECEIVE_WAIT_S = 20  # SQS's longest long poll
+RECEIVE_MAX_MESSAGES = 10
+RELEASE_TIMEOUT_S = 1.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    pollers: int = 2
+    writers: int = 2
+    channel_messages: int = 20
+    batch_max_rows: int = 1000
+    batch_max_bytes: int = 4 * 1024 * 1024
+    batch_linger_s: float = 1.0
+    visibility_s: int = 120
+    max_receives: int = 10
+    empty_receive_pause_s: float = 1.0
+    drain_timeout_s: float = 10.0
+
+
+def backoff_s(attempt: int) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+async def serve_consumer(
+    queue: Queue,
+    warehouse: Warehouse,
+    config: ConsumerConfig,
+    stop: trio.Event,
+    health: Health,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    inflight = InFlight()
+    send, receive = trio.open_memory_channel[Held](config.channel_messages)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
+        with trio.CancelScope() as work_scope:
+            async with trio.open_nursery() as work:
+                async with receive:
+                    for _ in range(config.writers):
+                        work.start_soon(
+                            _writer, queue, warehouse, config, inflight, health, receive.clone()
+                        )
+                async with trio.open_nursery() as polling, send:
+                    for _ in range(config.pollers):
+                        polling.start_soon(_poller, queue, config, inflight, health, send.clone())
+                    task_status.started()
+                    await stop.wait()
+                    log.info("consumer draining", extra={"held": len(inflight)})
+                    work_scope.deadline = trio.current_time() + max(
+                        config.drain_timeout_s - RELEASE_TIMEOUT_S, config.drain_timeout_s / 2
+                    )
+                    polling.cancel_scope.cancel()
+        if work_scope.cancelled_caught:
+            log.warning("drain deadline reached with batches unwritten; they will be redelivered")
+        outer.cancel_scope.cancel()
+    await release(queue, inflight, RELEASE_TIMEOUT_S)
+
+
+async def _poller(
+    queue: Queue,
+    config: ConsumerConfig,
+    inflight: InFlight,
+    health: Health,
+    send: trio.MemorySendChannel[Held],
+) -> None:
+    failures = 0
+    async with send:
+        while True:
+            try:
+                messages = await queue.receive(
+                    max_messages=RECEIVE_MAX_MESSAGES,
+                    wait_s=RECEIVE_WAIT_S,
+                    visibility_s=config.visibility_s,
+                )
+            except AfpipeError as exc:
+                health.failed("queue")
+                failures += 1
+                log.warning("receive failed", extra={"error": str(exc), "failures": failures})
+                await trio.sleep(backoff_s(failures))
+                continue
+            failures = 0
+            health.ok("queue")
+            if not messages:
+                await trio.sleep(config.empty_receive_pause_s)
+                continue
+            for message in messages:
+                inflight.add(message)
+            for message in messages:
+                held = await _admit(queue, config, inflight, message)
+                if held is not None:
+                    await send.send(held)
+
+
+async def _admit(
+    queue: Queue, config: ConsumerConfig, inflight: InFlight, message: ReceivedMessage
+) -> Held | None:
+    """Decode ``message``; a poison or worn-out one goes to the dead letters."""
+    try:
+        events = decode_body(message.body)
+    except DecodeError as exc:
+        await _dead_letter_message(queue, inflight, message, f"undecodable: {exc}")
+        return None
+    if message.receive_count > config.max_receives:
+        reason = f"received {message.receive_count} times (AFPIPE_MAX_RECEIVES)"
+        await _dead_letter_message(queue, inflight, message, reason)
+        return None
+    return Held(message=message, events=events)
+
+
+async def _dead_letter_message(
+    queue: Queue, inflight: InFlight, message: ReceivedMessage, reason: str
+) -> None:
+    log.error("dead-lettering message", extra={"message_id": message.message_id, "reason": reason})
+    try:
+        if await queue.dead_letter(message, reason, message.body):
+            await queue.delete([message.receipt_handle])
+            inflight.remove([message.receipt_handle])
+    except AfpipeError as exc:
+        # It stays on the queue and comes back after its visibility timeout.
+        log.warning("dead-letter failed", extra={"error": str(exc)})
+
+
+async def _writer(
+    queue: Queue,
+    warehouse: Warehouse,
+    config: ConsumerConfig,
+    inflight: InFlight,
+    health: Health,
+    receive: trio.MemoryReceiveChannel[Held],
+) -> None:
+    batch = Batch(
+        max_rows=config.batch_max_rows,
+        max_bytes=config.batch_max_bytes,
+        linger_s=config.batch_linger_s,
+    )
+    async with receive:
+        while True:
+            with trio.move_on_at(batch.deadline):
+                try:
+                    held = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+                batch.add(held, trio.current_time())
+                if not batch.full:
+                    continue
+            await _commit(queue, warehouse, inflight, health, batch.take())
+    if batch:
+        await _commit(queue, warehouse, inflight, health, batch.take())
+
+
+async def _commit(
+    queue: Queue, warehouse: Warehouse, inflight: InFlight, health: Health, items: list[Held]
+) -> None:
+    """Load a batch (retrying transient failures), dead-letter rejects, then delete."""
+    events = events_of(items)
+    attempt = 0
+    while True:
+        try:
+            result = await warehouse.load(events)
+            health.ok(warehouse.name)
+            break
+        except AfpipeError as exc:
+            health.failed(warehouse.name)
+            attempt += 1
+            log.warning(
+                "load failed; retrying",
+                extra={"warehouse": warehouse.name, "error": str(exc), "attempt": attempt},
+            )
+            await trio.sleep(backoff_s(attempt))
+    kept = await _dead_letter_rejected(queue, items, result.rejected)
+    done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
+    log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
+    await _delete(queue, inflight, done)
+
+
+async def _dead_letter_rejected(
+    queue: Queue, items: list[Held], rejected: Sequence[Rejected]
+) -> set[str]:
+    """Dead-letter rejected events per source message; ids of messages safe to delete."""
+    by_id = {r.event.id: r for r in rejected}
+    deletable = set()
+    for held in items:
+        mine = [by_id[e.id] for e in held.events if e.id in by_id]
+        if mine and not await _keep_rejected(queue, held.message, mine):
+            continue
+        deletable.add(held.message.message_id)
+    return deletable
+
+
+async def _keep_rejected(queue: Queue, message: ReceivedMessage, mine: list[Rejected]) -> bool:
+    reasons: dict[str, list[Rejected]] = defaultdict(list)
+    for item in mine:
+        reasons[item.reason].append(item)
+    for reason, group in reasons.items():
+        body = encode_body([encode_event(r.event.payload) for r in group])
+        log.error(
+            "warehouse rejected events",
+            extra={"events": [r.event.id for r in group], "reason": reason},
+        )
+        try:
+            if not await queue.dead_letter(message, f"rejected by warehouse: {reason}", body):
+                return False
+        except AfpipeError as exc:
+            log.warning("dead-letter failed", extra={"error": str(exc)})
+            return False
+    return True
+
+
+async def _delete(queue: Queue, inflight: InFlight, handles: list[str]) -> None:
+    if not handles:
+        return
+    for attempt in range(1, 4):
+        try:
+            await queue.delete(handles)
+            break
+        except AfpipeError as exc:
+            # Not fatal: the messages come back and their events are deduplicated.
+            log.warning("delete failed", extra={"error": str(exc), "attempt": attempt})
+            await trio.sleep(backoff_s(attempt))
+    inflight.remove(handles)
