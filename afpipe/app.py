@@ -18,7 +18,7 @@ from afpipe import backends
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
-from afpipe.pipeline.consumer import ConsumerConfig, serve_consumer
+from afpipe.pipeline.consumer import RELEASE_TIMEOUT_S, ConsumerConfig, serve_consumer
 from afpipe.producer import Producer
 from afpipe.queue.base import Queue
 
@@ -40,7 +40,6 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         visibility_s=settings.visibility_timeout_s,
         max_receives=settings.max_receives,
         empty_receive_pause_s=settings.sqs_polling_interval_ms / 1000,
-        drain_timeout_s=settings.drain_timeout_s,
     )
 
 
@@ -98,10 +97,13 @@ async def run(
                             stop_consumer,
                             health,
                         )
+                    ingest_done = trio.Event()
                     if ingest:
                         binds = await _start_ingest(
-                            work, settings, queue, health, stop_http, consume
+                            work, settings, queue, health, stop_http, ingest_done
                         )
+                    else:
+                        ingest_done.set()
                     health.serving = True
                     log.info(
                         "afpipe serving",
@@ -115,8 +117,12 @@ async def run(
                     task_status.started(binds)
                     await drain.wait()
                     health.draining = True
-                    work_scope.deadline = trio.current_time() + settings.drain_timeout_s
+                    # Keep back a moment for the consumer's release (visibility 0).
+                    work_scope.deadline = trio.current_time() + max(
+                        settings.drain_timeout_s - RELEASE_TIMEOUT_S, settings.drain_timeout_s / 2
+                    )
                     stop_http.set()
+                    await ingest_done.wait()  # requests answered, producer flushed
                     stop_consumer.set()
             if work_scope.cancelled_caught:
                 log.warning("drain timeout reached; unfinished work stays on the queue")
@@ -131,8 +137,9 @@ async def _start_ingest(
     queue: Queue,
     health: Health,
     stop: trio.Event,
-    consume: bool,
+    done: trio.Event,
 ) -> list[str]:
+    """Start the producer and the HTTP server; ``done`` is set once both have ended."""
     producer = Producer(
         queue,
         max_message_bytes=settings.queue_max_message_bytes,
@@ -140,7 +147,14 @@ async def _start_ingest(
         senders=settings.producer_senders,
         health=health,
     )
-    await nursery.start(producer.run)
+
+    async def run_producer(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await producer.run(task_status=task_status)
+        finally:
+            done.set()
+
+    await nursery.start(run_producer)
     app = create_app(
         producer,
         health,
@@ -150,7 +164,7 @@ async def _start_ingest(
             enqueue_timeout_s=settings.enqueue_timeout_s,
             token=settings.webhook_token,
             token_header=settings.webhook_token_header,
-            consumer_enabled=consume,
+            consumer_enabled=settings.enable_sqs_consumer,
         ),
     )
     config = hypercorn_config(

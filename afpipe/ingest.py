@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import msgspec
 import trio
+import trio.lowlevel
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart import Response, request
@@ -160,6 +162,37 @@ def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> Hyperco
     return config
 
 
+class RequestsInFlight:
+    """ASGI wrapper counting HTTP requests being handled, to end the drain early.
+
+    hypercorn's graceful shutdown waits for every connection to close, which
+    keep-alive clients can stretch to the whole graceful timeout; once no
+    request is in flight there is nothing left to finish, so we stop there.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        self.count += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self.count:
+            await self._idle.wait()
+
+
 async def serve_ingest(
     app: QuartTrio,
     config: HypercornConfig,
@@ -168,4 +201,14 @@ async def serve_ingest(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set, then finish in-flight requests (bounded)."""
-    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+    requests = RequestsInFlight(app)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(serve, requests, config, shutdown_trigger=shutdown.wait)
+        )
+        task_status.started(binds)
+        await shutdown.wait()
+        with trio.move_on_after(config.graceful_timeout):
+            await trio.lowlevel.checkpoint()  # let hypercorn mark itself terminated first
+            await requests.wait_idle()
+        nursery.cancel_scope.cancel()  # only idle keep-alive connections remain

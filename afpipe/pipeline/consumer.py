@@ -42,7 +42,6 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     visibility_s: int = 120
     max_receives: int = 10
     empty_receive_pause_s: float = 1.0
-    drain_timeout_s: float = 10.0
 
 
 def backoff_s(attempt: int) -> float:
@@ -63,27 +62,47 @@ async def serve_consumer(
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
     async with trio.open_nursery() as outer:
         outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
-        with trio.CancelScope() as work_scope:
-            async with trio.open_nursery() as work:
-                async with receive:
-                    for _ in range(config.writers):
-                        work.start_soon(
-                            _writer, queue, warehouse, config, inflight, health, receive.clone()
-                        )
-                async with trio.open_nursery() as polling, send:
-                    for _ in range(config.pollers):
-                        polling.start_soon(_poller, queue, config, inflight, health, send.clone())
-                    task_status.started()
-                    await stop.wait()
-                    log.info("consumer draining", extra={"held": len(inflight)})
-                    work_scope.deadline = trio.current_time() + max(
-                        config.drain_timeout_s - RELEASE_TIMEOUT_S, config.drain_timeout_s / 2
+        async with trio.open_nursery() as work:
+            async with receive:
+                for _ in range(config.writers):
+                    work.start_soon(
+                        _writer, queue, warehouse, config, inflight, health, receive.clone()
                     )
-                    polling.cancel_scope.cancel()
-        if work_scope.cancelled_caught:
-            log.warning("drain deadline reached with batches unwritten; they will be redelivered")
+            async with send:
+                async with trio.open_nursery() as polling:
+                    for _ in range(config.pollers):
+                        polling.start_soon(
+                            _poller, queue, config, inflight, health, stop, send.clone()
+                        )
+                    task_status.started()
+                # Pick up what the producer flushed while draining (bounded: one
+                # receive per poller), then close the channel: writers end.
+                log.info("consumer draining", extra={"held": len(inflight)})
+                await _final_sweep(queue, config, inflight, health, send)
         outer.cancel_scope.cancel()
     await release(queue, inflight, RELEASE_TIMEOUT_S)
+
+
+async def _receive_until(
+    queue: Queue, config: ConsumerConfig, stop: trio.Event, wait_s: float
+) -> list[ReceivedMessage] | None:
+    """One receive, abandoned (None) if ``stop`` is set while it waits.
+
+    Only the wait is cancelled: messages already returned are always forwarded.
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def cancel_on_stop() -> None:
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(cancel_on_stop)
+        messages = await queue.receive(
+            max_messages=RECEIVE_MAX_MESSAGES, wait_s=wait_s, visibility_s=config.visibility_s
+        )
+        nursery.cancel_scope.cancel()
+        return messages
+    return None  # cancelled by stop
 
 
 async def _poller(
@@ -91,34 +110,65 @@ async def _poller(
     config: ConsumerConfig,
     inflight: InFlight,
     health: Health,
+    stop: trio.Event,
     send: trio.MemorySendChannel[Held],
 ) -> None:
     failures = 0
     async with send:
-        while True:
+        while not stop.is_set():
             try:
-                messages = await queue.receive(
-                    max_messages=RECEIVE_MAX_MESSAGES,
-                    wait_s=RECEIVE_WAIT_S,
-                    visibility_s=config.visibility_s,
-                )
+                messages = await _receive_until(queue, config, stop, RECEIVE_WAIT_S)
             except AfpipeError as exc:
                 health.failed("queue")
                 failures += 1
                 log.warning("receive failed", extra={"error": str(exc), "failures": failures})
-                await trio.sleep(backoff_s(failures))
+                with trio.move_on_after(backoff_s(failures)):
+                    await stop.wait()
                 continue
+            if messages is None:
+                return
             failures = 0
             health.ok("queue")
             if not messages:
-                await trio.sleep(config.empty_receive_pause_s)
+                with trio.move_on_after(config.empty_receive_pause_s):
+                    await stop.wait()
                 continue
-            for message in messages:
-                inflight.add(message)
-            for message in messages:
-                held = await _admit(queue, config, inflight, message)
-                if held is not None:
-                    await send.send(held)
+            await _forward(queue, config, inflight, send, messages)
+
+
+async def _final_sweep(
+    queue: Queue,
+    config: ConsumerConfig,
+    inflight: InFlight,
+    health: Health,
+    send: trio.MemorySendChannel[Held],
+) -> None:
+    for _ in range(config.pollers):
+        try:
+            messages = await queue.receive(
+                max_messages=RECEIVE_MAX_MESSAGES, wait_s=0, visibility_s=config.visibility_s
+            )
+        except AfpipeError as exc:
+            log.warning("final receive failed", extra={"error": str(exc)})
+            return
+        if not messages:
+            return
+        await _forward(queue, config, inflight, send, messages)
+
+
+async def _forward(
+    queue: Queue,
+    config: ConsumerConfig,
+    inflight: InFlight,
+    send: trio.MemorySendChannel[Held],
+    messages: list[ReceivedMessage],
+) -> None:
+    for message in messages:
+        inflight.add(message)
+    for message in messages:
+        held = await _admit(queue, config, inflight, message)
+        if held is not None:
+            await send.send(held)
 
 
 async def _admit(

@@ -8,7 +8,6 @@ processes may share the file (ingest-only and consumer-only roles).
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 import uuid
@@ -20,8 +19,6 @@ import trio
 
 from afpipe.queue.base import MAX_BATCH_ENTRIES, ReceivedMessage
 from afpipe.sqlite import ThreadedConnection, connect, transaction
-
-log = logging.getLogger("afpipe.queue")
 
 # Other processes' sends are seen by polling the file this often during a long poll.
 CROSS_PROCESS_POLL_S = 0.1
@@ -94,9 +91,12 @@ class EmbeddedQueue:
         deadline = trio.current_time() + wait_s
         while True:
             arrived = self._arrived
-            messages = await self._db.run(
-                lambda conn: transaction(conn, lambda c: _claim(c, max_messages, visibility_s))
-            )
+            # Shielded, and no checkpoint before returning: claimed messages are never
+            # lost to a cancellation (they would stay invisible for visibility_s).
+            with trio.CancelScope(shield=True):
+                messages = await self._db.run(
+                    lambda conn: transaction(conn, lambda c: _claim(c, max_messages, visibility_s))
+                )
             remaining = deadline - trio.current_time()
             if messages or remaining <= 0:
                 return messages

@@ -1,0 +1,145 @@
+"""The HTTP ingest in-process: answers come from the queue's acknowledgements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import httpx
+import trio
+
+from afpipe.errors import TransientError
+from afpipe.health import Health
+from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.producer import Producer
+
+
+class ScriptedQueue:
+    """Records sends; fails or blocks them on demand."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.fail = False
+        self.gate: trio.Event | None = None
+
+    async def send_batch(self, bodies: Sequence[str]) -> list[str]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise TransientError("queue is down", code="ServiceUnavailable")
+        self.sent.extend(bodies)
+        return [f"m-{len(self.sent) - len(bodies) + i}" for i in range(len(bodies))]
+
+
+@asynccontextmanager
+async def running(
+    queue: ScriptedQueue, *, max_pending: int = 100, enqueue_timeout_s: float = 5
+) -> AsyncIterator[tuple[httpx.AsyncClient, Health, trio.Event]]:
+    health = Health(fail_after_s=30)
+    producer = Producer(
+        queue,  # type: ignore[arg-type]
+        max_message_bytes=64 * 1024,
+        max_pending_events=max_pending,
+        senders=1,
+        health=health,
+    )
+    app = create_app(
+        producer,
+        health,
+        IngestConfig(
+            max_body_bytes=16 * 1024,
+            max_message_bytes=64 * 1024,
+            enqueue_timeout_s=enqueue_timeout_s,
+        ),
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(producer.run)
+        binds = await nursery.start(serve_ingest, app, hypercorn_config("127.0.0.1", 0, 2), stop)
+        health.serving = True
+        async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
+            yield client, health, stop
+        stop.set()
+        producer.close()
+        if queue.gate is not None:
+            queue.gate.set()
+
+
+async def test_queue_failure_answers_503_with_retry_after() -> None:
+    queue = ScriptedQueue()
+    queue.fail = True
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, _):
+            response = await client.post("/webhook/appsflyer", json={"event_name": "install"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert response.json()["success"] is False
+    assert "queue is down" in response.json()["error"]
+    assert queue.sent == []
+
+
+async def test_overload_sheds_with_503_and_keeps_accepted_events() -> None:
+    queue = ScriptedQueue()
+    queue.gate = trio.Event()
+    statuses: list[int] = []
+    with trio.fail_after(20):
+        async with running(queue, max_pending=2) as (client, _, _):
+
+            async def post(n: int) -> None:
+                response = await client.post("/webhook/appsflyer", json={"n": n})
+                statuses.append(response.status_code)
+
+            async with trio.open_nursery() as nursery:
+                for n in range(5):
+                    nursery.start_soon(post, n)
+                while len(statuses) < 2:  # the waiting room holds 2 (+1 being sent)
+                    await trio.sleep(0.01)
+                assert set(statuses) == {503}
+                queue.gate.set()
+    assert sorted(statuses).count(200) >= 1
+    assert statuses.count(200) + statuses.count(503) == 5
+    assert len(queue.sent) >= 1
+
+
+async def test_timeout_waiting_for_the_queue_answers_503() -> None:
+    queue = ScriptedQueue()
+    queue.gate = trio.Event()
+    with trio.fail_after(20):
+        async with running(queue, enqueue_timeout_s=0.2) as (client, _, _):
+            response = await client.post("/webhook/appsflyer", json={"n": 1})
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+
+
+async def test_array_answer_lists_event_ids_in_order() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, _):
+            response = await client.post("/webhook/appsflyer", json=[{"n": 1}, {"n": 2}])
+            single = await client.post("/webhook/appsflyer", json={"n": 1})
+    body = response.json()
+    assert response.status_code == 200 and body["success"] is True
+    assert len(body["eventIds"]) == 2 and body["eventIds"][0] == single.json()["eventId"]
+    assert body["messageId"].startswith("m-")
+    assert len(queue.sent) == 2
+
+
+async def test_ready_reflects_draining_and_failing_backends() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, health, _):
+            assert (await client.get("/ready")).status_code == 200
+            health.fail_after_s = 0
+            health.failed("queue")
+            failing = await client.get("/ready")
+            health.ok("queue")
+            recovered = await client.get("/ready")
+            health.draining = True
+            draining = await client.get("/ready")
+            live = await client.get("/health")
+    assert failing.status_code == 503 and "queue" in failing.json()["status"]
+    assert recovered.status_code == 200
+    assert draining.status_code == 503 and draining.json()["status"] == "draining"
+    assert live.status_code == 200
