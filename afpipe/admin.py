@@ -2,68 +2,129 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Awaitable
 
 from afpipe import backends
+from afpipe.aws import AwsClient
 from afpipe.config import Settings
 from afpipe.errors import AfpipeError, ConfigError
 from afpipe.queue.embedded import EmbeddedQueue
+from afpipe.queue.sqs import SqsQueue, peek_dead_letters, redrive
 
 
 async def check(settings: Settings) -> int:
-    """Resolve the backends and ask each one to answer; 0 when all do."""
+    """Resolve credentials and ask each backend to answer; 0 when all do."""
     failures = 0
-    print(f"queue: {backends.describe(settings)['queue']}")
-    try:
-        async with backends.open_queue(settings) as queue:
-            await queue.ping()
-            if isinstance(queue, EmbeddedQueue):
-                visible, in_flight = await queue.depth()
-                dead = len(await queue.peek_dead_letters(1_000_000))
-                print(f"  ok: {visible} waiting, {in_flight} in flight, {dead} dead letters")
-    except ConfigError:
-        raise
-    except AfpipeError as exc:
-        failures += 1
-        print(f"  FAILED: {exc}")
-    print(f"warehouse: {backends.describe(settings)['warehouse']}")
-    try:
-        async with backends.open_warehouse(settings) as warehouse:
-            await warehouse.ping()
-            print("  ok")
-    except ConfigError:
-        raise
-    except AfpipeError as exc:
-        failures += 1
-        print(f"  FAILED: {exc}")
+    async with backends.open_aws(settings) as aws:
+        if aws is not None:
+            failures += await _check_step("credentials", _check_credentials(aws))
+        print(f"queue: {backends.describe(settings)['queue']}")
+        failures += await _check_step("queue", _check_queue(settings, aws))
+        if settings.dlq_url:
+            print(f"dead-letter queue: {settings.dlq_url}")
+            dlq = backends.sqs_queue(settings, aws, settings.dlq_url)
+            failures += await _check_step("dlq", _check_sqs(settings, dlq))
+        print(f"warehouse: {backends.describe(settings)['warehouse']}")
+        failures += await _check_step("warehouse", _check_warehouse(settings, aws))
+    print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 1 if failures else 0
 
 
-def _embedded(settings: Settings) -> EmbeddedQueue:
-    if settings.uses_sqs:
-        raise ConfigError("AFPIPE_DLQ_URL: dlq commands for SQS are not available in this build")
-    return EmbeddedQueue(Path(settings.data_dir) / "queue.db")
+async def _check_step(name: str, step: Awaitable[None]) -> int:
+    try:
+        await step
+    except ConfigError:
+        raise
+    except AfpipeError as exc:
+        print(f"  FAILED ({name}): {exc}")
+        return 1
+    return 0
+
+
+async def _check_credentials(aws: AwsClient) -> None:
+    credentials = await aws.credentials.get()
+    print(f"credentials: ok (access key ...{(credentials.access_key or '')[-4:]})")
+
+
+async def _check_queue(settings: Settings, aws: AwsClient | None) -> None:
+    async with backends.open_queue(settings, aws) as queue:
+        if isinstance(queue, SqsQueue):
+            await _check_sqs(settings, queue)
+            return
+        assert isinstance(queue, EmbeddedQueue)
+        await queue.ping()
+        visible, in_flight = await queue.depth()
+        dead = len(await queue.peek_dead_letters(1_000_000))
+        print(f"  ok: {visible} waiting, {in_flight} in flight, {dead} dead letters")
+
+
+async def _check_sqs(settings: Settings, queue: SqsQueue) -> None:
+    attributes = await queue.attributes()
+    depth = attributes.get("ApproximateNumberOfMessages", "?")
+    in_flight = attributes.get("ApproximateNumberOfMessagesNotVisible", "?")
+    visibility_s = int(attributes.get("VisibilityTimeout", "0") or 0)
+    print(f"  ok: {depth} waiting, {in_flight} in flight, visibility timeout {visibility_s} s")
+    print(f"  redrive policy: {attributes.get('RedrivePolicy') or 'none'}")
+    needed_s = settings.batch_linger_ms / 1000 + settings.redshift_statement_timeout_ms / 1000
+    for name, value in (
+        ("queue VisibilityTimeout", visibility_s),
+        ("AFPIPE_VISIBILITY_TIMEOUT_S", settings.visibility_timeout_s),
+    ):
+        if value < needed_s:
+            print(
+                f"  WARNING: {name} ({value} s) is shorter than the batch linger plus the"
+                f" statement timeout ({needed_s:.0f} s): messages may be redelivered mid-load"
+            )
+
+
+async def _check_warehouse(settings: Settings, aws: AwsClient | None) -> None:
+    async with backends.open_warehouse(settings, aws) as warehouse:
+        await warehouse.ping()
+        print("  ok")
 
 
 async def dlq_peek(settings: Settings, limit: int) -> int:
-    queue = _embedded(settings)
-    try:
-        letters = await queue.peek_dead_letters(limit)
-    finally:
-        await queue.aclose()
-    for letter in letters:
-        body = letter.body if len(letter.body) <= 200 else letter.body[:200] + "..."
-        print(f"{letter.message_id}  receives={letter.receive_count}  reason: {letter.reason}")
-        print(f"    {body}")
-    print(f"{len(letters)} dead letter(s) shown")
+    async with backends.open_aws(settings) as aws:
+        if settings.uses_sqs:
+            dlq = _sqs_dlq(settings, aws)
+            for letter in await peek_dead_letters(dlq, limit):
+                _print_letter(
+                    letter.message_id, letter.source_receive_count, letter.reason, letter.body
+                )
+            return 0
+        queue = EmbeddedQueue(backends.embedded_queue_path(settings))
+        try:
+            letters = await queue.peek_dead_letters(limit)
+        finally:
+            await queue.aclose()
+        for item in letters:
+            _print_letter(item.message_id, item.receive_count, item.reason, item.body)
+        print(f"{len(letters)} dead letter(s) shown")
     return 0
 
 
 async def dlq_redrive(settings: Settings, limit: int) -> int:
-    queue = _embedded(settings)
-    try:
-        moved = await queue.redrive(limit)
-    finally:
-        await queue.aclose()
+    async with backends.open_aws(settings) as aws:
+        if settings.uses_sqs:
+            target = backends.sqs_queue(settings, aws, settings.sqs_queue_url)
+            moved = await redrive(_sqs_dlq(settings, aws), target, limit)
+        else:
+            queue = EmbeddedQueue(backends.embedded_queue_path(settings))
+            try:
+                moved = await queue.redrive(limit)
+            finally:
+                await queue.aclose()
     print(f"redrove {moved} message(s) to the queue")
     return 0
+
+
+def _sqs_dlq(settings: Settings, aws: AwsClient | None) -> SqsQueue:
+    if not settings.dlq_url:
+        raise ConfigError("AFPIPE_DLQ_URL: not set; the queue's own redrive policy holds them")
+    return backends.sqs_queue(settings, aws, settings.dlq_url)
+
+
+def _print_letter(message_id: str, receives: int, reason: str, body: str) -> None:
+    shown = body if len(body) <= 200 else body[:200] + "..."
+    print(f"{message_id}  receives={receives}  reason: {reason or '(none recorded)'}")
+    print(f"    {shown}")

@@ -40,6 +40,7 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         visibility_s=settings.visibility_timeout_s,
         max_receives=settings.max_receives,
         empty_receive_pause_s=settings.sqs_polling_interval_ms / 1000,
+        receive_wait_s=settings.receive_wait_s,
     )
 
 
@@ -76,11 +77,12 @@ async def run(
     exit_ = Exit()
     health = Health(settings.ready_fail_after_s)
     async with AsyncExitStack() as stack:
-        queue = await stack.enter_async_context(backends.open_queue(settings))
+        aws = await stack.enter_async_context(backends.open_aws(settings))
+        queue = await stack.enter_async_context(backends.open_queue(settings, aws))
         await queue.ping()
         warehouse = None
         if consume:
-            warehouse = await stack.enter_async_context(backends.open_warehouse(settings))
+            warehouse = await stack.enter_async_context(backends.open_warehouse(settings, aws))
             await warehouse.ensure_table()
         async with trio.open_nursery() as outer:
             outer.start_soon(_watch_signals, drain, outer.cancel_scope, exit_)
@@ -142,7 +144,7 @@ async def _start_ingest(
     """Start the producer and the HTTP server; ``done`` is set once both have ended."""
     producer = Producer(
         queue,
-        max_message_bytes=settings.queue_max_message_bytes,
+        max_message_bytes=backends.body_limit_bytes(settings),
         max_pending_events=settings.producer_max_pending_events,
         senders=settings.producer_senders,
         health=health,
@@ -160,7 +162,7 @@ async def _start_ingest(
         health,
         IngestConfig(
             max_body_bytes=settings.max_body_bytes,
-            max_message_bytes=settings.queue_max_message_bytes,
+            max_message_bytes=backends.body_limit_bytes(settings),
             enqueue_timeout_s=settings.enqueue_timeout_s,
             token=settings.webhook_token,
             token_header=settings.webhook_token_header,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import trio
 
@@ -50,9 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _export_dotenv(path: Path = Path(".env")) -> None:
+    """Like dotenv: ./.env fills in variables the environment lacks, so the AWS
+    credential chain (botocore reads os.environ) sees them as the Node.js SDK did."""
+    if path.is_file():
+        for name, value in config.parse_dotenv(path.read_text(encoding="utf-8")).items():
+            os.environ.setdefault(name, value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _export_dotenv()
         settings = config.load()
     except ConfigError as exc:
         print(f"afpipe: configuration error: {exc}", file=sys.stderr)

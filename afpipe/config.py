@@ -23,6 +23,10 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
+# Interpolated into SQL as an identifier (invariant 7): only plain names pass.
+_IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,126}"
+TableName = Annotated[str, Meta(pattern=rf"^{_IDENT}(\.{_IDENT})?$")]
+OptionalTableName = Annotated[str, Meta(pattern=rf"^({_IDENT}(\.{_IDENT})?)?$")]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "silent"]
 
 SECRET_SETTINGS = frozenset({"AFPIPE_WEBHOOK_TOKEN"})
@@ -42,7 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redshift_database: str = field(default="dev", name="REDSHIFT_DATABASE")
     redshift_db_user: str = field(default="", name="REDSHIFT_DB_USER")
     redshift_secret_arn: str = field(default="", name="REDSHIFT_SECRET_ARN")
-    redshift_table_name: str = field(default="appsflyer_events", name="REDSHIFT_TABLE_NAME")
+    redshift_table_name: TableName = field(default="appsflyer_events", name="REDSHIFT_TABLE_NAME")
     redshift_statement_timeout_ms: Positive = field(
         default=60000, name="REDSHIFT_STATEMENT_TIMEOUT"
     )
@@ -59,7 +63,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     secondary_redshift_database: str = field(default="", name="SECONDARY_REDSHIFT_DATABASE")
     secondary_redshift_db_user: str = field(default="", name="SECONDARY_REDSHIFT_DB_USER")
     secondary_redshift_secret_arn: str = field(default="", name="SECONDARY_REDSHIFT_SECRET_ARN")
-    secondary_redshift_table_name: str = field(default="", name="SECONDARY_REDSHIFT_TABLE_NAME")
+    secondary_redshift_table_name: OptionalTableName = field(
+        default="", name="SECONDARY_REDSHIFT_TABLE_NAME"
+    )
     # --- AWS SDK endpoint overrides ---
     aws_endpoint_url: str = field(default="", name="AWS_ENDPOINT_URL")
     aws_endpoint_url_sqs: str = field(default="", name="AWS_ENDPOINT_URL_SQS")
@@ -78,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     producer_senders: Positive = field(default=4, name="AFPIPE_PRODUCER_SENDERS")
     enqueue_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_ENQUEUE_TIMEOUT_S")
     pollers: Positive = field(default=2, name="AFPIPE_POLLERS")
+    receive_wait_s: Annotated[int, Meta(ge=0, le=20)] = field(
+        default=20, name="AFPIPE_RECEIVE_WAIT_S"
+    )
     writers: Positive = field(default=2, name="AFPIPE_WRITERS")
     channel_messages: NonNegative = field(default=20, name="AFPIPE_CHANNEL_MESSAGES")
     batch_max_rows: Positive = field(default=1000, name="AFPIPE_BATCH_MAX_ROWS")
@@ -141,6 +150,7 @@ HELP: dict[str, str] = {
     "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
     "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",
     "AFPIPE_POLLERS": "concurrent receive loops",
+    "AFPIPE_RECEIVE_WAIT_S": "long-poll wait of each receive (SQS allows up to 20)",
     "AFPIPE_WRITERS": "concurrent warehouse writers",
     "AFPIPE_CHANNEL_MESSAGES": "messages buffered between pollers and writers",
     "AFPIPE_BATCH_MAX_ROWS": "flush a batch at this many events",
@@ -154,7 +164,13 @@ HELP: dict[str, str] = {
 }
 
 _TRUE = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+_QUOTED = re.compile(r"""^(['"])(.*?)\1\s*(?:#.*)?$""", re.S)
 _ERROR_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<name>[A-Z0-9_]+)`)?$", re.S)
+
+
+_BOOL_SETTINGS = frozenset(
+    f.encode_name for f in msgspec.structs.fields(Settings) if f.type is bool
+)
 
 
 def setting_names() -> list[str]:
@@ -178,8 +194,9 @@ def parse_dotenv(text: str) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f".env line {number}: expected KEY=value")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        quoted = _QUOTED.match(value)
+        if quoted:  # a comment may follow the closing quote
+            value = quoted[2]
         elif " #" in value:
             value = value.split(" #", 1)[0].rstrip()
         values[key] = value
@@ -199,7 +216,8 @@ def load(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -
     for key, value in raw.items():
         if key in names and value.strip() != "":
             value = value.strip()
-            known[key] = _TRUE.get(value.lower(), value)
+            # yes/no/on/off only for booleans: a token or a name must stay as written
+            known[key] = _TRUE.get(value.lower(), value) if key in _BOOL_SETTINGS else value
     try:
         return msgspec.convert(known, Settings, strict=False)
     except msgspec.ValidationError as exc:

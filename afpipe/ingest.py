@@ -86,7 +86,10 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
         if config.token and not token_matches(
             config.token, request.headers.get(config.token_header)
         ):
-            return _error(401, "missing or invalid token")
+            # Answer only after the body is read: replying mid-upload leaves a
+            # keep-alive connection with unread bytes for the next request.
+            await request.get_data(cache=False, parse_form_data=False)
+            return _error(401, "missing or invalid token", {"Connection": "close"})
         try:
             if request.method == "GET":
                 payloads, is_array = [payload_from_query(request.args.items(multi=False))], False

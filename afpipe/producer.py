@@ -84,6 +84,9 @@ class Producer:
         if self._pending_events + len(events) > self.max_pending_events:
             raise Overloaded("too many events waiting for the queue")
         ticket = Ticket(len(events))
+        if not events:  # nothing to wait for; an empty send would crash the sender
+            ticket.done.set()
+            return ticket
         try:
             self._send.send_nowait(_Pending(events, ticket))
         except (trio.ClosedResourceError, trio.WouldBlock) as exc:

@@ -74,7 +74,7 @@ def token_matches(expected: str, presented: str | None) -> bool:
     if presented is None:
         return False
     given = presented.encode("utf-8", "surrogateescape")
-    want = expected.encode("utf-8")
+    want = expected.encode("utf-8", "surrogateescape")  # os.environ may hold these too
     bearer = b"Bearer " + want
     # Both compares always run, so timing reveals nothing about which form was sent.
     return hmac.compare_digest(given, want) | hmac.compare_digest(given, bearer)

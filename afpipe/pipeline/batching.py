@@ -22,7 +22,7 @@ class Held(msgspec.Struct, frozen=True):
 
     @property
     def size_bytes(self) -> int:
-        return len(self.message.body)
+        return len(self.message.body.encode("utf-8"))  # bytes, not characters
 
 
 class Batch:

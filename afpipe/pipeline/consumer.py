@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import msgspec
 import trio
@@ -25,7 +26,6 @@ from afpipe.warehouse.base import Rejected, Warehouse
 
 log = logging.getLogger("afpipe.pipeline")
 
-RECEIVE_WAIT_S = 20  # SQS's longest long poll
 RECEIVE_MAX_MESSAGES = 10
 RELEASE_TIMEOUT_S = 1.0
 BACKOFF_BASE_S = 0.5
@@ -42,6 +42,9 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     visibility_s: int = 120
     max_receives: int = 10
     empty_receive_pause_s: float = 1.0
+    # A long poll cut short at shutdown may still claim a message on the server
+    # side, hiding it for visibility_s: shorter waits narrow that window.
+    receive_wait_s: float = 20
 
 
 def backoff_s(attempt: int) -> float:
@@ -60,7 +63,7 @@ async def serve_consumer(
 ) -> None:
     inflight = InFlight()
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
-    async with trio.open_nursery() as outer:
+    async with _releasing(queue, inflight), trio.open_nursery() as outer:
         outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
         async with trio.open_nursery() as work:
             async with receive:
@@ -80,7 +83,15 @@ async def serve_consumer(
                 log.info("consumer draining", extra={"held": len(inflight)})
                 await _final_sweep(queue, config, inflight, health, send)
         outer.cancel_scope.cancel()
-    await release(queue, inflight, RELEASE_TIMEOUT_S)
+
+
+@asynccontextmanager
+async def _releasing(queue: Queue, inflight: InFlight) -> AsyncIterator[None]:
+    """On the way out, release what is still held, also when cancelled (drain deadline)."""
+    try:
+        yield
+    finally:
+        await release(queue, inflight, RELEASE_TIMEOUT_S)  # shielded, bounded
 
 
 async def _receive_until(
@@ -90,6 +101,8 @@ async def _receive_until(
 
     Only the wait is cancelled: messages already returned are always forwarded.
     """
+    messages: list[ReceivedMessage] | None = None  # stays None if cancelled by stop
+    failure: AfpipeError | None = None
     async with trio.open_nursery() as nursery:
 
         async def cancel_on_stop() -> None:
@@ -97,12 +110,18 @@ async def _receive_until(
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(cancel_on_stop)
-        messages = await queue.receive(
-            max_messages=RECEIVE_MAX_MESSAGES, wait_s=wait_s, visibility_s=config.visibility_s
-        )
+        try:
+            messages = await queue.receive(
+                max_messages=RECEIVE_MAX_MESSAGES, wait_s=wait_s, visibility_s=config.visibility_s
+            )
+        except AfpipeError as exc:
+            # Raised out of the nursery it would arrive wrapped in an ExceptionGroup,
+            # which the poller's ``except AfpipeError`` would not catch.
+            failure = exc
         nursery.cancel_scope.cancel()
-        return messages
-    return None  # cancelled by stop
+    if failure is not None:
+        raise failure
+    return messages
 
 
 async def _poller(
@@ -117,7 +136,7 @@ async def _poller(
     async with send:
         while not stop.is_set():
             try:
-                messages = await _receive_until(queue, config, stop, RECEIVE_WAIT_S)
+                messages = await _receive_until(queue, config, stop, config.receive_wait_s)
             except AfpipeError as exc:
                 health.failed("queue")
                 failures += 1
@@ -194,10 +213,11 @@ async def _dead_letter_message(
     try:
         if await queue.dead_letter(message, reason, message.body):
             await queue.delete([message.receipt_handle])
-            inflight.remove([message.receipt_handle])
     except AfpipeError as exc:
-        # It stays on the queue and comes back after its visibility timeout.
         log.warning("dead-letter failed", extra={"error": str(exc)})
+    # Stop the heartbeat either way: if not deleted, it comes back after its
+    # visibility timeout (or meets the queue's own redrive policy).
+    inflight.remove([message.receipt_handle])
 
 
 async def _writer(
@@ -251,6 +271,9 @@ async def _commit(
     done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
     log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
     await _delete(queue, inflight, done)
+    # Messages kept back (their rejects found no dead-letter home) must not be
+    # heartbeated forever: let them come back after their visibility timeout.
+    inflight.remove([h.message.receipt_handle for h in items])
 
 
 async def _dead_letter_rejected(

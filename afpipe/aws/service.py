@@ -1,0 +1,65 @@
+"""Which AWS service a call goes to: signing name, region, endpoint, protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+
+class AwsService(msgspec.Struct, frozen=True):
+    """Everything needed to address and sign a JSON-protocol call to one service."""
+
+    signing_name: str  # SigV4 service name, e.g. "sqs", "redshift-data"
+    region: str
+    endpoint_url: str  # scheme://host[:port][/path], no trailing slash
+    json_version: str  # "1.0" for SQS, "1.1" for redshift-data
+    target_prefix: str  # X-Amz-Target is "<target_prefix>.<Operation>"
+    # SQS speaks JSON but keeps its query-protocol error codes when asked; botocore
+    # sends this header for SQS, so we sign it too (and the codes stay familiar).
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def content_type(self) -> str:
+        return f"application/x-amz-json-{self.json_version}"
+
+    @property
+    def url(self) -> str:
+        """JSON-protocol calls are all POSTs to the endpoint's root path."""
+        return self.endpoint_url + "/"
+
+
+def resolve_endpoint(service_id: str, region: str, env: Mapping[str, str]) -> str:
+    """The endpoint URL the AWS SDKs would use for ``service_id`` (e.g. "redshift-data").
+
+    ``AWS_ENDPOINT_URL_<SERVICE_ID>`` (upper case, dashes and spaces as
+    underscores) wins, then ``AWS_ENDPOINT_URL``, then the public endpoint.
+    """
+    suffix = service_id.upper().replace("-", "_").replace(" ", "_")
+    for name in (f"AWS_ENDPOINT_URL_{suffix}", "AWS_ENDPOINT_URL"):
+        value = env.get(name, "").strip()
+        if value:
+            return value.rstrip("/")
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{service_id}.{region}.{domain}"
+
+
+def sqs_service(region: str, env: Mapping[str, str]) -> AwsService:
+    return AwsService(
+        signing_name="sqs",
+        region=region,
+        endpoint_url=resolve_endpoint("sqs", region, env),
+        json_version="1.0",
+        target_prefix="AmazonSQS",
+        extra_headers=(("x-amzn-query-mode", "true"),),
+    )
+
+
+def redshift_data_service(region: str, env: Mapping[str, str]) -> AwsService:
+    return AwsService(
+        signing_name="redshift-data",
+        region=region,
+        endpoint_url=resolve_endpoint("redshift-data", region, env),
+        json_version="1.1",
+        target_prefix="RedshiftData",
+    )
