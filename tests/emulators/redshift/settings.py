@@ -1,0 +1,32 @@
+"""Fixed settings of one emulator instance (runtime knobs live in faults.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TEST_ACCESS_KEY = "AKIDAFPIPETEST000001"
+TEST_SECRET_KEY = "afpipe-test-secret-key-not-a-real-one"
+TEST_REGION = "us-east-1"
+TEST_CLUSTER = "afpipe-test"
+TEST_WORKGROUP = "afpipe-test-wg"
+TEST_DATABASE = "dev"
+TEST_DB_USER = "afpipe"
+TEST_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:afpipe-test-AbCdEf"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    access_key: str = TEST_ACCESS_KEY
+    secret_key: str = TEST_SECRET_KEY
+    session_token: str | None = None  # when set, requests must carry it
+    region: str | None = None  # None: any region in the credential scope
+    clusters: frozenset[str] | None = None  # None: any cluster identifier exists
+    workgroups: frozenset[str] | None = None
+    databases: frozenset[str] | None = None
+    max_sql_bytes: int = 100_000  # the Data API's limit on one SQL text
+    max_batch_sql_bytes: int | None = 100_000  # on all the SQL texts of one batch
+    result_page_rows: int = 1_000  # GetStatementResult page size (then NextToken)
+    wlm_slots: int = 8  # statements running at once; the rest wait as PICKED
+    max_retained_statements: int = 100_000
+    database_path: str | None = None  # DuckDB file; None keeps it in memory
+    seed: int | None = None  # for the injected-error dice
