@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,9 @@ async def afpipe_process(
             if not daemon.url and "--no-ingest" not in args:
                 raise RuntimeError(f"afpipe did not start:\n{daemon.output()}")
             yield daemon
+        except BaseException:
+            print(f"--- afpipe output ({' '.join(args) or 'serve'}) ---\n{daemon.output()}")
+            raise
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGKILL)
@@ -100,7 +103,7 @@ def warehouse_rows(data_dir: Path, table: str = "appsflyer_events") -> list[tupl
     path = data_dir / "warehouse.db"
     if not path.exists():
         return []
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return conn.execute(
             f'SELECT id, event_name, app_id, event_data FROM "{table}" ORDER BY id'
         ).fetchall()
@@ -110,7 +113,7 @@ def queue_depth(data_dir: Path) -> int:
     path = data_dir / "queue.db"
     if not path.exists():
         return 0
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +279,5 @@ async def test_roles_run_as_separate_processes_sharing_the_files(tmp_path: Path)
 
 
 def _first_body(data_dir: Path) -> str:
-    import sqlite3
-
-    with sqlite3.connect(data_dir / "queue.db") as conn:
+    with closing(sqlite3.connect(data_dir / "queue.db")) as conn:
         return str(conn.execute("SELECT body FROM messages ORDER BY seq LIMIT 1").fetchone()[0])

@@ -23,8 +23,10 @@ class ScriptedQueue:
         self.sent: list[str] = []
         self.fail = False
         self.gate: trio.Event | None = None
+        self.entered = trio.Event()  # a send has started
 
     async def send_batch(self, bodies: Sequence[str]) -> list[str]:
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -36,7 +38,7 @@ class ScriptedQueue:
 @asynccontextmanager
 async def running(
     queue: ScriptedQueue, *, max_pending: int = 100, enqueue_timeout_s: float = 5
-) -> AsyncIterator[tuple[httpx.AsyncClient, Health, trio.Event]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Health, Producer]]:
     health = Health(fail_after_s=30)
     producer = Producer(
         queue,  # type: ignore[arg-type]
@@ -60,7 +62,7 @@ async def running(
         binds = await nursery.start(serve_ingest, app, hypercorn_config("127.0.0.1", 0, 2), stop)
         health.serving = True
         async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
-            yield client, health, stop
+            yield client, health, producer
         stop.set()
         producer.close()
         if queue.gate is not None:
@@ -83,24 +85,25 @@ async def test_queue_failure_answers_503_with_retry_after() -> None:
 async def test_overload_sheds_with_503_and_keeps_accepted_events() -> None:
     queue = ScriptedQueue()
     queue.gate = trio.Event()
-    statuses: list[int] = []
+    statuses: dict[int, int] = {}
     with trio.fail_after(20):
-        async with running(queue, max_pending=2) as (client, _, _):
+        async with running(queue, max_pending=1) as (client, _, producer):
 
             async def post(n: int) -> None:
                 response = await client.post("/webhook/appsflyer", json={"n": n})
-                statuses.append(response.status_code)
+                statuses[n] = response.status_code
 
             async with trio.open_nursery() as nursery:
-                for n in range(5):
-                    nursery.start_soon(post, n)
-                while len(statuses) < 2:  # the waiting room holds 2 (+1 being sent)
+                nursery.start_soon(post, 1)
+                await queue.entered.wait()  # request 1 is being sent (and blocked)
+                nursery.start_soon(post, 2)
+                while producer.pending() < 1:  # request 2 fills the waiting room
                     await trio.sleep(0.01)
-                assert set(statuses) == {503}
+                await post(3)  # no room: shed at once
+                assert statuses == {3: 503}
                 queue.gate.set()
-    assert sorted(statuses).count(200) >= 1
-    assert statuses.count(200) + statuses.count(503) == 5
-    assert len(queue.sent) >= 1
+    assert statuses == {1: 200, 2: 200, 3: 503}
+    assert len(queue.sent) == 2
 
 
 async def test_timeout_waiting_for_the_queue_answers_503() -> None:
