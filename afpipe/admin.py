@@ -7,9 +7,11 @@ from collections.abc import Awaitable
 from afpipe import backends
 from afpipe.aws import AwsClient
 from afpipe.config import Settings
-from afpipe.errors import AfpipeError, ConfigError
+from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue, peek_dead_letters, redrive
+from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
 
 
 async def check(settings: Settings) -> int:
@@ -24,8 +26,21 @@ async def check(settings: Settings) -> int:
             print(f"dead-letter queue: {settings.dlq_url}")
             dlq = backends.sqs_queue(settings, aws, settings.dlq_url)
             failures += await _check_step("dlq", _check_sqs(settings, dlq))
-        print(f"warehouse: {backends.describe(settings)['warehouse']}")
-        failures += await _check_step("warehouse", _check_warehouse(settings, aws))
+        described = backends.describe(settings)
+        print(f"warehouse: {described['warehouse']}")
+        failures += await _check_step("warehouse", _check_warehouse(settings, aws, "primary"))
+        if settings.secondary_redshift_enabled:
+            print(f"secondary warehouse: {described['secondary']}")
+            step = _check_warehouse(settings, aws, "secondary")
+            failures += await _check_step("secondary", step)
+            if settings.secondary_retry_queue_url:
+                print(f"secondary retry queue: {settings.secondary_retry_queue_url}")
+                retry = backends.sqs_queue(settings, aws, settings.secondary_retry_queue_url)
+                failures += await _check_step("secondary retry queue", _check_sqs(settings, retry))
+            else:
+                print(
+                    "  WARNING: no AFPIPE_SECONDARY_RETRY_QUEUE_URL: secondary failures drop events"
+                )
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 1 if failures else 0
 
@@ -77,10 +92,23 @@ async def _check_sqs(settings: Settings, queue: SqsQueue) -> None:
             )
 
 
-async def _check_warehouse(settings: Settings, aws: AwsClient | None) -> None:
-    async with backends.open_warehouse(settings, aws) as warehouse:
+async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str) -> None:
+    async with backends.open_warehouse(settings, aws, which) as warehouse:
         await warehouse.ping()
-        print("  ok")
+        if not isinstance(warehouse, RedshiftWarehouse):
+            print("  ok")
+            return
+        columns = await warehouse.columns()
+        table = f"{warehouse.table.schema}.{warehouse.table.table}"
+        if not columns:
+            print(f"  ok: SELECT 1 answered; table {table} does not exist yet")
+            print("  (afpipe serve creates it)")
+        elif columns == EXPECTED_COLUMNS:
+            print(f"  ok: table {table} has the expected columns")
+        else:
+            raise PermanentError(
+                f"table {table} has columns {columns}, expected {EXPECTED_COLUMNS}"
+            )
 
 
 async def dlq_peek(settings: Settings, limit: int) -> int:

@@ -15,10 +15,12 @@ from contextlib import AsyncExitStack
 import trio
 
 from afpipe import backends
+from afpipe.aws import AwsClient
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
 from afpipe.pipeline.consumer import RELEASE_TIMEOUT_S, ConsumerConfig, serve_consumer
+from afpipe.pipeline.secondary import LazyTable, Secondary
 from afpipe.producer import Producer
 from afpipe.queue.base import Queue
 
@@ -81,9 +83,12 @@ async def run(
         queue = await stack.enter_async_context(backends.open_queue(settings, aws))
         await queue.ping()
         warehouse = None
+        secondary = retry_queue = None
         if consume:
             warehouse = await stack.enter_async_context(backends.open_warehouse(settings, aws))
             await warehouse.ensure_table()
+            if settings.secondary_redshift_enabled:
+                secondary, retry_queue = await _open_secondary(stack, settings, aws)
         async with trio.open_nursery() as outer:
             outer.start_soon(_watch_signals, drain, outer.cancel_scope, exit_)
             with trio.CancelScope() as work_scope:
@@ -98,6 +103,18 @@ async def run(
                             consumer_config(settings),
                             stop_consumer,
                             health,
+                            secondary,
+                        )
+                    if secondary is not None and retry_queue is not None:
+                        # Its own poller group loads missed events into the secondary
+                        # only; its health is not the daemon's readiness.
+                        await work.start(
+                            serve_consumer,
+                            retry_queue,
+                            secondary.warehouse,
+                            consumer_config(settings),
+                            stop_consumer,
+                            Health(settings.ready_fail_after_s),
                         )
                     ingest_done = trio.Event()
                     if ingest:
@@ -131,6 +148,27 @@ async def run(
             outer.cancel_scope.cancel()
     log.info("afpipe stopped", extra={"exit_code": exit_.code})
     return exit_.code
+
+
+async def _open_secondary(
+    stack: AsyncExitStack, settings: Settings, aws: AwsClient | None
+) -> tuple[Secondary, Queue | None]:
+    warehouse = await stack.enter_async_context(backends.open_warehouse(settings, aws, "secondary"))
+    retry_queue: Queue | None = None
+    if settings.secondary_retry_queue_url:
+        retry_queue = backends.sqs_queue(settings, aws, settings.secondary_retry_queue_url)
+    else:
+        log.warning(
+            "SECONDARY_REDSHIFT_ENABLED without AFPIPE_SECONDARY_RETRY_QUEUE_URL: batches the"
+            " secondary fails to load are dropped for the secondary (logged and counted)"
+        )
+    secondary = Secondary(
+        LazyTable(warehouse),
+        retry_queue,
+        timeout_s=settings.secondary_timeout_s,
+        body_limit_bytes=backends.body_limit_bytes(settings),
+    )
+    return secondary, retry_queue
 
 
 async def _start_ingest(

@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from afpipe.aws import AwsClient, sqs_service
+import msgspec
+
+from afpipe.aws import AwsClient, AwsService, redshift_data_service, sqs_service
+from afpipe.aws.redshift_data import Target
 from afpipe.config import Settings
 from afpipe.errors import ConfigError
 from afpipe.queue.base import Queue
@@ -14,6 +17,7 @@ from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
+from afpipe.warehouse.redshift import RedshiftWarehouse
 
 # Our dead-letter message attributes count towards SQS's size limit, so bodies
 # stay this far below AFPIPE_QUEUE_MAX_MESSAGE_BYTES: any body can be dead-lettered.
@@ -28,14 +32,22 @@ def describe(settings: Settings) -> dict[str, str]:
     """Which backends are in use, for the startup log."""
     data_dir = Path(settings.data_dir)
     embedded_queue = f"embedded:{data_dir / 'queue.db'}"
-    return {
+    described = {
         "queue": settings.sqs_queue_url if settings.uses_sqs else embedded_queue,
-        "warehouse": (
-            f"redshift:{settings.redshift_cluster_identifier or settings.redshift_workgroup_name}"
-            if settings.uses_redshift
-            else f"embedded:{data_dir / 'warehouse.db'}"
-        ),
+        "warehouse": _describe_target(settings, "primary", data_dir / "warehouse.db"),
     }
+    if settings.secondary_redshift_enabled:
+        secondary_file = data_dir / "warehouse-secondary.db"
+        described["secondary"] = _describe_target(settings, "secondary", secondary_file)
+        described["secondary_retry_queue"] = settings.secondary_retry_queue_url or "none"
+    return described
+
+
+def _describe_target(settings: Settings, which: str, embedded: Path) -> str:
+    target = redshift_target(settings, which)
+    if target is None:
+        return f"embedded:{embedded}"
+    return f"redshift:{target.cluster_identifier or target.workgroup_name}/{target.database}"
 
 
 def embedded_queue_path(settings: Settings) -> Path:
@@ -51,10 +63,18 @@ def endpoint_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def uses_aws(settings: Settings) -> bool:
+    secondary_aws = settings.secondary_redshift_enabled and (
+        redshift_target(settings, "secondary") is not None
+        or bool(settings.secondary_retry_queue_url)
+    )
+    return settings.uses_sqs or settings.uses_redshift or secondary_aws
+
+
 @asynccontextmanager
 async def open_aws(settings: Settings) -> AsyncIterator[AwsClient | None]:
     """The process's one AWS client, or None when no AWS backend is configured."""
-    if not (settings.uses_sqs or settings.uses_redshift):
+    if not uses_aws(settings):
         yield None
         return
     async with AwsClient() as aws:
@@ -81,15 +101,68 @@ async def open_queue(settings: Settings, aws: AwsClient | None) -> AsyncIterator
         await queue.aclose()
 
 
-@asynccontextmanager
-async def open_warehouse(settings: Settings, aws: AwsClient | None) -> AsyncIterator[Warehouse]:
-    if settings.uses_redshift:
-        raise ConfigError(
-            "REDSHIFT_CLUSTER_IDENTIFIER: the Redshift backend is not available in this build"
+def redshift_target(settings: Settings, which: str) -> Target | None:
+    """The Data API identity of the primary or secondary; None means embedded."""
+    if which == "primary":
+        if not settings.uses_redshift:
+            return None
+        return Target(
+            database=settings.redshift_database,
+            cluster_identifier=settings.redshift_cluster_identifier,
+            workgroup_name=settings.redshift_workgroup_name,
+            db_user=settings.redshift_db_user,
+            secret_arn=settings.redshift_secret_arn,
         )
-    warehouse = EmbeddedWarehouse(
-        Path(settings.data_dir) / "warehouse.db", settings.redshift_table_name
+    if not (
+        settings.secondary_redshift_cluster_identifier or settings.secondary_redshift_workgroup_name
+    ):
+        return None
+    return Target(
+        database=settings.secondary_redshift_database or settings.redshift_database,
+        cluster_identifier=settings.secondary_redshift_cluster_identifier,
+        workgroup_name=settings.secondary_redshift_workgroup_name,
+        db_user=settings.secondary_redshift_db_user,
+        secret_arn=settings.secondary_redshift_secret_arn,
     )
+
+
+def _redshift_service(settings: Settings, which: str) -> AwsService:
+    region = settings.aws_region
+    if which == "secondary":
+        region = settings.secondary_aws_region or region
+        if settings.secondary_redshift_endpoint:  # PrivateLink / VPC endpoint
+            service = redshift_data_service(region, {})
+            endpoint = settings.secondary_redshift_endpoint.rstrip("/")
+            return msgspec.structs.replace(service, endpoint_url=endpoint)
+    return redshift_data_service(region, endpoint_env(settings))
+
+
+@asynccontextmanager
+async def open_warehouse(
+    settings: Settings, aws: AwsClient | None, which: str = "primary"
+) -> AsyncIterator[Warehouse]:
+    """The primary or secondary warehouse: Redshift when configured, else an SQLite file."""
+    table = settings.redshift_table_name
+    if which == "secondary":
+        table = settings.secondary_redshift_table_name or table
+    target = redshift_target(settings, which)
+    warehouse: Warehouse
+    if target is not None:
+        if aws is None:
+            raise ConfigError("REDSHIFT_CLUSTER_IDENTIFIER: no AWS client (internal error)")
+        warehouse = RedshiftWarehouse(
+            aws,
+            _redshift_service(settings, which),
+            target,
+            table,
+            name=which,
+            statement_timeout_s=settings.redshift_statement_timeout_ms / 1000,
+            max_polls=settings.redshift_max_retries,
+            dedup_window_s=settings.dedup_window_s,
+        )
+    else:
+        filename = "warehouse.db" if which == "primary" else "warehouse-secondary.db"
+        warehouse = EmbeddedWarehouse(Path(settings.data_dir) / filename, table, name=which)
     try:
         yield warehouse
     finally:

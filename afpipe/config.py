@@ -97,6 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     max_receives: Positive = field(default=5, name="AFPIPE_MAX_RECEIVES")
     dlq_url: str = field(default="", name="AFPIPE_DLQ_URL")
+    secondary_retry_queue_url: str = field(default="", name="AFPIPE_SECONDARY_RETRY_QUEUE_URL")
+    secondary_timeout_s: PositiveFloat = field(default=30.0, name="AFPIPE_SECONDARY_TIMEOUT_S")
+    dedup_window_s: Annotated[float, Meta(ge=0)] = field(
+        default=86400.0, name="AFPIPE_DEDUP_WINDOW_S"
+    )
     drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
     ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
 
@@ -159,6 +164,9 @@ HELP: dict[str, str] = {
     "AFPIPE_VISIBILITY_TIMEOUT_S": "visibility timeout of received messages (heartbeat extends)",
     "AFPIPE_MAX_RECEIVES": "receives after which a message is dead-lettered",
     "AFPIPE_DLQ_URL": "SQS dead-letter queue URL (embedded: a table in queue.db)",
+    "AFPIPE_SECONDARY_RETRY_QUEUE_URL": "SQS queue holding events the secondary missed",
+    "AFPIPE_SECONDARY_TIMEOUT_S": "time budget of a secondary load before hand-off",
+    "AFPIPE_DEDUP_WINDOW_S": "Redshift dedup looks this far around a batch's event times",
     "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
     "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",
 }

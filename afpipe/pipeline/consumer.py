@@ -18,11 +18,13 @@ import trio
 
 from afpipe.codec import DecodeError, decode_body, encode_body, encode_event
 from afpipe.errors import AfpipeError
+from afpipe.event import Event
 from afpipe.health import Health
 from afpipe.pipeline.batching import Batch, Held, events_of
 from afpipe.pipeline.inflight import InFlight, heartbeat, release
+from afpipe.pipeline.secondary import Secondary
 from afpipe.queue.base import Queue, ReceivedMessage
-from afpipe.warehouse.base import Rejected, Warehouse
+from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
 log = logging.getLogger("afpipe.pipeline")
 
@@ -58,6 +60,7 @@ async def serve_consumer(
     config: ConsumerConfig,
     stop: trio.Event,
     health: Health,
+    secondary: Secondary | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -69,7 +72,14 @@ async def serve_consumer(
             async with receive:
                 for _ in range(config.writers):
                     work.start_soon(
-                        _writer, queue, warehouse, config, inflight, health, receive.clone()
+                        _writer,
+                        queue,
+                        warehouse,
+                        secondary,
+                        config,
+                        inflight,
+                        health,
+                        receive.clone(),
                     )
             async with send:
                 async with trio.open_nursery() as polling:
@@ -223,6 +233,7 @@ async def _dead_letter_message(
 async def _writer(
     queue: Queue,
     warehouse: Warehouse,
+    secondary: Secondary | None,
     config: ConsumerConfig,
     inflight: InFlight,
     health: Health,
@@ -243,22 +254,54 @@ async def _writer(
                 batch.add(held, trio.current_time())
                 if not batch.full:
                     continue
-            await _commit(queue, warehouse, inflight, health, batch.take())
+            await _commit(queue, warehouse, secondary, inflight, health, batch.take())
     if batch:
-        await _commit(queue, warehouse, inflight, health, batch.take())
+        await _commit(queue, warehouse, secondary, inflight, health, batch.take())
 
 
 async def _commit(
-    queue: Queue, warehouse: Warehouse, inflight: InFlight, health: Health, items: list[Held]
+    queue: Queue,
+    warehouse: Warehouse,
+    secondary: Secondary | None,
+    inflight: InFlight,
+    health: Health,
+    items: list[Held],
 ) -> None:
-    """Load a batch (retrying transient failures), dead-letter rejects, then delete."""
+    """Load a batch into the primary (retrying transient failures) and the secondary
+    (if any, concurrently), dead-letter rejects, then delete what is safe to delete."""
     events = events_of(items)
+    secondary_done: list[tuple[bool, list[Rejected]]] = []
+    async with trio.open_nursery() as nursery:
+        if secondary is not None:
+
+            async def to_secondary() -> None:
+                secondary_done.append(await secondary.deliver(events))
+
+            nursery.start_soon(to_secondary)
+        result = await _load_until_committed(warehouse, health, events)
+    rejected = list(result.rejected)
+    secondary_safe = True
+    if secondary_done:
+        secondary_safe, secondary_rejected = secondary_done[0]
+        rejected += [Rejected(r.event, f"secondary: {r.reason}") for r in secondary_rejected]
+    kept = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
+    done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
+    log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
+    await _delete(queue, inflight, done)
+    # Messages kept back (their rejects found no dead-letter home) must not be
+    # heartbeated forever: let them come back after their visibility timeout.
+    inflight.remove([h.message.receipt_handle for h in items])
+
+
+async def _load_until_committed(
+    warehouse: Warehouse, health: Health, events: list[Event]
+) -> LoadResult:
     attempt = 0
     while True:
         try:
             result = await warehouse.load(events)
             health.ok(warehouse.name)
-            break
+            return result
         except AfpipeError as exc:
             health.failed(warehouse.name)
             attempt += 1
@@ -267,13 +310,6 @@ async def _commit(
                 extra={"warehouse": warehouse.name, "error": str(exc), "attempt": attempt},
             )
             await trio.sleep(backoff_s(attempt))
-    kept = await _dead_letter_rejected(queue, items, result.rejected)
-    done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
-    log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
-    await _delete(queue, inflight, done)
-    # Messages kept back (their rejects found no dead-letter home) must not be
-    # heartbeated forever: let them come back after their visibility timeout.
-    inflight.remove([h.message.receipt_handle for h in items])
 
 
 async def _dead_letter_rejected(

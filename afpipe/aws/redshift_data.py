@@ -1,0 +1,270 @@
+"""A thin, typed Redshift Data API client on ``AwsClient``.
+
+The Data API is asynchronous: ExecuteStatement / BatchExecuteStatement return
+an Id, DescribeStatement tells when it ended. ``RedshiftData.run`` submits and
+waits, polling with backoff, bounded by the statement timeout and by a number
+of polls; a statement that outlives them, or whose caller is cancelled (drain),
+is cancelled with CancelStatement. A FAILED statement is classified once, here:
+``StatementDataError`` (a PermanentError: the rows are wrong, bisect them) or
+``TransientError`` (conflicts, connections, anything not known to be the data).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+
+from afpipe.aws.client import AwsClient
+from afpipe.aws.service import AwsService
+from afpipe.errors import ConfigError, PermanentError, TransientError
+
+logger = logging.getLogger("afpipe.redshift")
+
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 1.0
+CANCEL_TIMEOUT_S = 5.0  # a cancel on drain or timeout must not hold shutdown for long
+
+# TransientError.code values set here
+CONFLICT = "SerializableIsolationViolation"
+TIMED_OUT = "StatementTimeout"
+ABORTED = "StatementAborted"
+FAILED = "StatementFailed"
+
+_CONFLICT = re.compile(
+    r"\b1023 DETAIL|serializable isolation violation|conflict with concurrent transaction"
+    r"|deadlock detected",
+    re.I,
+)
+# Redshift error texts caused by the values of the rows, not by the system.
+_DATA = re.compile(
+    r"value too long|invalid input syntax|json parsing error|invalid byte sequence"
+    r"|out of range|numeric field overflow|cannot insert a null|invalid json"
+    r"|super value exceeds|invalid escape|invalid character|invalid timestamp",
+    re.I,
+)
+_TERMINAL = frozenset({"FINISHED", "FAILED", "ABORTED"})
+
+Value = str | int | float | bool | None
+_T = TypeVar("_T")
+
+
+class StatementDataError(PermanentError):
+    """A statement FAILED because of the values it carried; the message is Redshift's."""
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """Where statements run and as whom.
+
+    Provisioned: ``cluster_identifier`` with ``db_user`` (temporary credentials),
+    ``secret_arn``, or neither (the caller's IAM identity). Serverless:
+    ``workgroup_name`` with ``secret_arn`` or neither (IAM).
+    """
+
+    database: str
+    cluster_identifier: str = ""
+    workgroup_name: str = ""
+    db_user: str = ""
+    secret_arn: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.cluster_identifier) == bool(self.workgroup_name):
+            raise ConfigError("Redshift: set a cluster identifier or a workgroup name (one)")
+        if self.db_user and (self.secret_arn or self.workgroup_name):
+            raise ConfigError("Redshift: a database user goes with a cluster and no secret")
+        if not self.database:
+            raise ConfigError("Redshift: the database name is empty")
+
+    def request_fields(self) -> dict[str, str]:
+        fields = {
+            "ClusterIdentifier": self.cluster_identifier,
+            "WorkgroupName": self.workgroup_name,
+            "Database": self.database,
+            "DbUser": self.db_user,
+            "SecretArn": self.secret_arn,
+        }
+        return {name: value for name, value in fields.items() if value}
+
+
+class SubStatement(msgspec.Struct, frozen=True, rename="pascal"):
+    id: str
+    status: str
+    result_rows: int = -1  # rows returned or affected; -1 when not known
+    has_result_set: bool = False
+    error: str = ""
+
+
+class StatementResult(msgspec.Struct, frozen=True, rename="pascal"):
+    """DescribeStatement's answer, the parts afpipe uses."""
+
+    id: str
+    status: str
+    result_rows: int = -1
+    has_result_set: bool = False
+    error: str = ""
+    sub_statements: list[SubStatement] = []
+
+
+def statement_error(result: StatementResult) -> TransientError | PermanentError:
+    """The error a FAILED or ABORTED statement stands for."""
+    text = f"Redshift statement {result.id} {result.status}: {result.error or 'no detail'}"
+    if result.status == "ABORTED":
+        return TransientError(text, code=ABORTED)
+    if _CONFLICT.search(result.error):
+        return TransientError(text, code=CONFLICT)
+    if _DATA.search(result.error):
+        return StatementDataError(result.error, code=FAILED, request_id=result.id)
+    # Not known to be the rows' fault: retrying is safe (loads are idempotent),
+    # dead-lettering a whole batch for a system error is not.
+    return TransientError(text, code=FAILED)
+
+
+def field_value(field: Mapping[str, Any]) -> Value:
+    """One GetStatementResult field as a Python value (SUPER and times come as text)."""
+    if field.get("isNull"):
+        return None
+    for kind in ("stringValue", "longValue", "doubleValue", "booleanValue", "blobValue"):
+        if kind in field:
+            value: Value = field[kind]
+            return value
+    return None
+
+
+class RedshiftData:
+    """``await RedshiftData(aws, service, target, ...).run("SELECT 1")``."""
+
+    def __init__(
+        self,
+        aws: AwsClient,
+        service: AwsService,
+        target: Target,
+        *,
+        statement_timeout_s: float,
+        max_polls: int,
+    ) -> None:
+        self.aws = aws
+        self.service = service
+        self.target = target
+        self.statement_timeout_s = statement_timeout_s
+        self.max_polls = max_polls
+
+    async def run(
+        self, sql: str | Sequence[str], parameters: Mapping[str, str] | None = None
+    ) -> StatementResult:
+        """Run one SQL text (ExecuteStatement) or several in one transaction
+        (BatchExecuteStatement) and wait until it FINISHED; raise otherwise."""
+        statement_id = await self.submit(sql, parameters, client_token=str(uuid.uuid4()))
+        result = await self.wait(statement_id)
+        if result.status != "FINISHED":
+            raise statement_error(result)
+        return result
+
+    async def query(
+        self, sql: str, parameters: Mapping[str, str] | None = None
+    ) -> list[list[Value]]:
+        result = await self.run(sql, parameters)
+        return await self.records(result.id) if result.has_result_set else []
+
+    async def submit(
+        self,
+        sql: str | Sequence[str],
+        parameters: Mapping[str, str] | None = None,
+        *,
+        client_token: str,
+    ) -> str:
+        """Start a statement; its Id. The token makes a retried call start it once."""
+        payload: dict[str, Any] = {**self.target.request_fields(), "ClientToken": client_token}
+        if isinstance(sql, str):
+            operation, payload["Sql"] = "ExecuteStatement", sql
+        else:
+            operation, payload["Sqls"] = "BatchExecuteStatement", list(sql)
+        if parameters:
+            if not all(parameters.values()):  # the API has no NULL and rejects ""
+                raise ValueError("Data API parameters must be non-empty strings")
+            payload["Parameters"] = [{"name": k, "value": v} for k, v in parameters.items()]
+        answer = await self.aws.call(self.service, operation, payload)
+        return _convert(answer, _Submitted).id
+
+    async def wait(self, statement_id: str) -> StatementResult:
+        """Poll until the statement ends; cancel it when it takes too long or the
+        caller is cancelled (shielded, briefly: the cancel must reach Redshift)."""
+        result: StatementResult | None = None
+        try:
+            with trio.move_on_after(self.statement_timeout_s):
+                result = await self._poll(statement_id)
+        except BaseException:
+            await self._cancel_quietly(statement_id)
+            raise
+        if result is None:
+            await self._cancel_quietly(statement_id)
+            raise TransientError(
+                f"Redshift statement {statement_id} still running after "
+                f"{self.statement_timeout_s} s or {self.max_polls} polls; cancelled",
+                code=TIMED_OUT,
+            )
+        return result
+
+    async def _poll(self, statement_id: str) -> StatementResult | None:
+        delay_s = FIRST_POLL_S
+        for _ in range(self.max_polls):
+            await trio.sleep(delay_s)
+            result = await self.describe(statement_id)
+            if result.status in _TERMINAL:
+                return result
+            delay_s = min(2 * delay_s, MAX_POLL_S)
+        return None
+
+    async def describe(self, statement_id: str) -> StatementResult:
+        try:
+            answer = await self.aws.call(self.service, "DescribeStatement", {"Id": statement_id})
+        except PermanentError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
+            # The service lost track of it (or has not caught up): try the load again.
+            raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
+        return _convert(answer, StatementResult)
+
+    async def cancel(self, statement_id: str) -> bool:
+        answer = await self.aws.call(self.service, "CancelStatement", {"Id": statement_id})
+        return bool(answer.get("Status", False))
+
+    async def _cancel_quietly(self, statement_id: str) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
+            try:
+                await self.cancel(statement_id)
+            except (TransientError, PermanentError) as exc:  # e.g. it finished meanwhile
+                logger.info("CancelStatement %s: %s", statement_id, exc)
+
+    async def records(self, statement_id: str) -> list[list[Value]]:
+        """Every row of a finished statement's result (GetStatementResult pages)."""
+        rows: list[list[Value]] = []
+        payload = {"Id": statement_id}
+        while True:
+            page = _convert(
+                await self.aws.call(self.service, "GetStatementResult", payload), _ResultPage
+            )
+            rows += [[field_value(field) for field in record] for record in page.records]
+            if not page.next_token:
+                return rows
+            payload = {"Id": statement_id, "NextToken": page.next_token}
+
+
+class _Submitted(msgspec.Struct, frozen=True, rename="pascal"):
+    id: str
+
+
+class _ResultPage(msgspec.Struct, frozen=True, rename="pascal"):
+    records: list[list[dict[str, Any]]] = []
+    next_token: str = ""
+
+
+def _convert(answer: dict[str, Any], shape: type[_T]) -> _T:
+    try:
+        return msgspec.convert(answer, shape)
+    except msgspec.ValidationError as exc:
+        raise TransientError(f"unexpected Data API answer: {exc}", code="InvalidResponse") from exc

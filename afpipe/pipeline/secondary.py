@@ -1,0 +1,107 @@
+"""The secondary warehouse: loaded beside the primary, never holding it back.
+
+Each batch is offered to the secondary with a time budget while the primary
+loads. When the secondary fails (or failed within the last ``cooldown_s``, so an
+outage costs nothing per batch), its events are handed durably to the
+secondary retry queue, from which a separate consumer loads them into the
+secondary only. With no retry queue, the events are dropped for the secondary,
+logged and counted: the Node.js service's behaviour, warned about at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import trio
+
+from afpipe.codec import encode_body, encode_event, pack
+from afpipe.errors import AfpipeError
+from afpipe.event import Event
+from afpipe.queue.base import MAX_BATCH_ENTRIES, Queue
+from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
+
+log = logging.getLogger("afpipe.secondary")
+
+
+class Secondary:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        retry_queue: Queue | None,
+        *,
+        timeout_s: float,
+        body_limit_bytes: int,
+        cooldown_s: float = 30.0,
+    ) -> None:
+        self.warehouse = warehouse
+        self.retry_queue = retry_queue
+        self.timeout_s = timeout_s
+        self.body_limit_bytes = body_limit_bytes
+        self.cooldown_s = cooldown_s
+        self._down_until = -math.inf
+        self.loaded_rows = 0
+        self.handed_off_events = 0
+        self.dropped_events = 0
+
+    async def deliver(self, events: Sequence[Event]) -> tuple[bool, list[Rejected]]:
+        """(safe to delete the source messages, events the secondary rejected)."""
+        if trio.current_time() >= self._down_until:
+            with trio.move_on_after(self.timeout_s):
+                try:
+                    result = await self.warehouse.load(events)
+                except AfpipeError as exc:
+                    log.warning("secondary load failed", extra={"error": str(exc)})
+                else:
+                    self.loaded_rows += result.loaded
+                    return True, result.rejected
+            self._down_until = trio.current_time() + self.cooldown_s
+        return await self._hand_off(events), []
+
+    async def _hand_off(self, events: Sequence[Event]) -> bool:
+        if self.retry_queue is None:
+            self.dropped_events += len(events)
+            log.error(
+                "secondary unavailable and no AFPIPE_SECONDARY_RETRY_QUEUE_URL: events dropped"
+                " for the secondary",
+                extra={"events": len(events), "dropped_total": self.dropped_events},
+            )
+            return True
+        groups = list(pack([encode_event(e.payload) for e in events], self.body_limit_bytes))
+        try:
+            for start in range(0, len(groups), MAX_BATCH_ENTRIES):
+                chunk = groups[start : start + MAX_BATCH_ENTRIES]
+                await self.retry_queue.send_batch([encode_body(g) for g in chunk])
+        except AfpipeError as exc:
+            # Not durable anywhere: keep the source messages so they come back.
+            log.error("secondary hand-off failed", extra={"error": str(exc)})
+            return False
+        self.handed_off_events += len(events)
+        log.info("secondary events handed to the retry queue", extra={"events": len(events)})
+        return True
+
+
+class LazyTable:
+    """A warehouse whose table is created on first use, so a secondary that is down
+    at start-up does not stop the daemon from starting."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.name = warehouse.name
+        self._ready = False
+
+    async def ensure_table(self) -> None:
+        if not self._ready:
+            await self.warehouse.ensure_table()
+            self._ready = True
+
+    async def load(self, events: Sequence[Event]) -> LoadResult:
+        await self.ensure_table()
+        return await self.warehouse.load(events)
+
+    async def ping(self) -> None:
+        await self.warehouse.ping()
+
+    async def aclose(self) -> None:
+        await self.warehouse.aclose()

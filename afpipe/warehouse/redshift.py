@@ -1,0 +1,170 @@
+"""The Redshift warehouse: idempotent batch loads through the Data API.
+
+A batch becomes as few BatchExecuteStatement transactions as the Data API's
+limits allow (see ``redshift_sql``), each idempotent on ``id``. A transaction
+that FAILED for a data reason is bisected (``load_isolating``) down to the
+offending events, which come back as ``Rejected`` with Redshift's error text;
+the rest commit. A serializable-isolation conflict with a concurrent writer is
+retried here with backoff, within the AWS client's retry budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+from afpipe.aws.client import AwsClient
+from afpipe.aws.redshift_data import (
+    CONFLICT,
+    RedshiftData,
+    StatementDataError,
+    StatementResult,
+    Target,
+)
+from afpipe.aws.service import AwsService
+from afpipe.errors import PermanentError, TransientError
+from afpipe.event import Event, Row, to_row
+from afpipe.warehouse import redshift_sql as sql
+from afpipe.warehouse.base import LoadResult, Rejected
+from afpipe.warehouse.isolate import load_isolating
+
+logger = logging.getLogger("afpipe.redshift")
+
+DEFAULT_DEDUP_WINDOW_S = 24 * 60 * 60.0
+
+
+class RedshiftWarehouse:
+    """The ``Warehouse`` protocol on Redshift.
+
+    ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
+    REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
+    ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
+    range the dedup looks at (``redshift_sql.delete_known_sql``).
+    """
+
+    def __init__(
+        self,
+        aws: AwsClient,
+        service: AwsService,
+        target: Target,
+        table: str,
+        *,
+        name: str = "primary",
+        statement_timeout_s: float = 60.0,
+        max_polls: int = 30,
+        dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
+        limits: sql.SqlLimits = sql.DATA_API_LIMITS,
+    ) -> None:
+        if dedup_window_s < 0:
+            raise ValueError("dedup_window_s must not be negative")
+        self.name = name
+        self.table = sql.table_name(table)  # raises ConfigError unless a plain name
+        self.data = RedshiftData(
+            aws, service, target, statement_timeout_s=statement_timeout_s, max_polls=max_polls
+        )
+        self.dedup_window_s = dedup_window_s
+        self.limits = limits
+
+    async def ensure_table(self) -> None:
+        await self.data.run(sql.create_table_sql(self.table))
+
+    async def ping(self) -> None:
+        await self.data.run("SELECT 1")
+
+    async def columns(self) -> list[tuple[str, str]]:
+        """The target's columns in order, types as ``svv_columns`` names them
+        (compare with ``redshift_sql.EXPECTED_COLUMNS``); empty if no table."""
+        records = await self.data.query(
+            "SELECT column_name, data_type, character_maximum_length FROM svv_columns"
+            " WHERE table_schema = :schema AND table_name = :table ORDER BY ordinal_position",
+            {"schema": self.table.schema, "table": self.table.table},
+        )
+        out: list[tuple[str, str]] = []
+        for name, data_type, length in records:
+            suffix = f"({length})" if isinstance(length, int) and length > 0 else ""
+            out.append((str(name), f"{data_type}{suffix}"))
+        return out
+
+    async def aclose(self) -> None:
+        """Nothing to release: the AwsClient belongs to the caller."""
+
+    async def load(self, events: Sequence[Event]) -> LoadResult:
+        """Commit ``events`` idempotently on id; ``loaded`` counts rows newly inserted
+        (the final INSERT's ResultRows), so repeats of committed ids count 0."""
+        batch = self._prepare(events)
+        rows = {event.id: row for event, row in batch.stored.values()}
+        attempt = functools.partial(self._attempt, rows)
+        loaded, rejected = 0, batch.rejected
+        plan = sql.load_transactions(
+            list(rows.values()), self.table, self.dedup_window_s, self.limits
+        )
+        for txn in plan:
+            result = await load_isolating([batch.stored[row.id][0] for row in txn.rows], attempt)
+            loaded += result.loaded
+            rejected += result.rejected
+        return LoadResult(loaded=loaded, rejected=rejected + _twins_of(rejected, batch.twins))
+
+    def _prepare(self, events: Sequence[Event]) -> _Batch:
+        batch = _Batch()
+        for event in events:
+            row = to_row(event)
+            reason = sql.unstorable_reason(row, self.table, self.limits)
+            if reason is not None:
+                batch.rejected.append(Rejected(event, reason))
+            elif row.id in batch.stored:
+                batch.twins.append(event)
+            else:
+                batch.stored[row.id] = (event, row)
+        return batch
+
+    async def _attempt(self, rows: dict[str, Row], events: Sequence[Event]) -> int:
+        """Load ``events`` (normally one transaction); rows newly inserted."""
+        inserted = 0
+        chosen = [rows[event.id] for event in events]
+        for txn in sql.load_transactions(chosen, self.table, self.dedup_window_s, self.limits):
+            try:
+                result = await self._run_retrying_conflicts(txn.sqls)
+            except StatementDataError:
+                raise  # the rows' fault: bisect
+            except PermanentError as exc:
+                # Refused as a request (validation, access): no row is at fault, so
+                # bisecting would dead-letter good events. Keep them queued instead.
+                raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
+            inserted += _inserted_rows(result)
+        return inserted
+
+    async def _run_retrying_conflicts(self, sqls: list[str]) -> StatementResult:
+        retry_index = 0
+        while True:
+            try:
+                return await self.data.run(sqls)
+            except TransientError as exc:
+                if exc.code != CONFLICT:
+                    raise
+                if not await self.data.aws.backoff(self.data.service, retry_index):
+                    raise
+                logger.info("%s: retrying a load after a conflict: %s", self.name, exc)
+                retry_index += 1
+
+
+class _Batch:
+    """A batch sorted out before any SQL: what to load, what can never load."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, tuple[Event, Row]] = {}  # by id, first event of each id
+        self.twins: list[Event] = []  # later events with an id already stored
+        self.rejected: list[Rejected] = []
+
+
+def _inserted_rows(result: StatementResult) -> int:
+    """ResultRows of the final INSERT ... SELECT (0 if the service did not say)."""
+    if not result.sub_statements:
+        return 0
+    return max(0, result.sub_statements[-1].result_rows)
+
+
+def _twins_of(rejected: list[Rejected], twins: list[Event]) -> list[Rejected]:
+    """A repeat shares its id, hence its payload, with a rejected event: same fate."""
+    reasons = {item.event.id: item.reason for item in rejected}
+    return [Rejected(event, reasons[event.id]) for event in twins if event.id in reasons]

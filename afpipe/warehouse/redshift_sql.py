@@ -1,0 +1,267 @@
+"""Redshift SQL for the warehouse: DDL, literals and the idempotent load; pure, no I/O.
+
+Values travel as string literals escaped for Redshift, which treats ``\\`` as an
+escape character: both ``'`` and ``\\`` are doubled, so every other character
+(newlines, control characters, emoji) reaches the column unchanged. NUL is the
+exception: a Redshift VARCHAR cannot hold it, so a row with NUL in a text column
+is rejected up front as a data error (``unstorable_reason``) and dead-lettered
+with its reason, rather than silently altered. ``event_data`` never contains a
+raw NUL: its canonical JSON escapes it as ``\\u0000``.
+
+A load is one transaction (one BatchExecuteStatement, so at most 40 SQL texts):
+
+    CREATE TEMP TABLE afpipe_stage (...same columns as the target...)
+    INSERT INTO afpipe_stage (...) VALUES (...), (...)      -- one or more
+    DELETE FROM afpipe_stage USING <target>
+        WHERE afpipe_stage.id = <target>.id AND <event-time window>
+    INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
+
+Rows are unique by id within a load (``unique_rows``). Two loads of the same
+ids at once cannot both insert: the later one to commit fails with
+serializable isolation violation 1023, is retried, and its DELETE then sees
+the committed rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from afpipe.errors import ConfigError
+from afpipe.event import Row
+
+STAGE = "afpipe_stage"
+COLUMNS = ("id", "event_time", "event_name", "app_id", "user_id", "device_id", "event_data")
+_COLUMN_LIST = ", ".join(COLUMNS)
+_TEXT_COLUMNS = ("id", "event_name", "app_id", "user_id", "device_id")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,126}")
+_EVENT_TIME = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", re.ASCII
+)  # as event.to_row writes it
+NUL_REASON = 'invalid byte sequence for encoding "UTF8": 0x00 (Redshift VARCHAR cannot hold NUL)'
+
+# What `afpipe check` expects of the target, as svv_columns names the types.
+EXPECTED_COLUMNS = [
+    ("id", "character varying(255)"),
+    ("event_time", "timestamp without time zone"),
+    ("event_name", "character varying(255)"),
+    ("app_id", "character varying(255)"),
+    ("user_id", "character varying(255)"),
+    ("device_id", "character varying(255)"),
+    ("event_data", "super"),
+    ("created_at", "timestamp without time zone"),
+]
+
+_COLUMN_TYPES = """(
+    id VARCHAR(255) NOT NULL,
+    event_time TIMESTAMP,
+    event_name VARCHAR(255),
+    app_id VARCHAR(255),
+    user_id VARCHAR(255),
+    device_id VARCHAR(255),
+    event_data SUPER"""
+
+
+class SqlLimits(msgspec.Struct, frozen=True):
+    """The Data API's limits on what one call may carry."""
+
+    max_sql_bytes: int = 100_000  # one SQL text, UTF-8
+    # All the texts of one BatchExecuteStatement; the emulator counts them
+    # together, and staying within it costs little.
+    max_batch_sql_bytes: int = 100_000
+    max_statements: int = 40  # per BatchExecuteStatement
+
+
+DATA_API_LIMITS = SqlLimits()
+
+
+class TableName(msgspec.Struct, frozen=True):
+    schema: str  # lower case: Redshift folds identifiers, even quoted ones
+    table: str
+
+    @property
+    def sql(self) -> str:
+        return f'"{self.schema}"."{self.table}"'
+
+
+def table_name(name: str) -> TableName:
+    """``table`` or ``schema.table`` (default schema ``public``); nothing else passes."""
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        raise ConfigError(f"not a plain table name (table or schema.table): {name!r}")
+    lowered = [part.lower() for part in parts]
+    return TableName("public", lowered[0]) if len(lowered) == 1 else TableName(*lowered)
+
+
+def literal(value: str | None) -> str:
+    """A Redshift string literal for ``value`` (``NULL`` for None)."""
+    if value is None:
+        return "NULL"
+    if "\x00" in value:
+        raise ValueError(NUL_REASON)
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def create_table_sql(table: TableName) -> str:
+    # PRIMARY KEY documents the key; Redshift does not enforce it (the load
+    # deduplicates). SORTKEY event_time lets the dedup window skip blocks.
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table.sql} {_COLUMN_TYPES},\n"
+        "    created_at TIMESTAMP DEFAULT GETDATE(),\n    PRIMARY KEY (id)\n)\n"
+        "DISTKEY (id) SORTKEY (event_time)"
+    )
+
+
+def values_tuple(row: Row) -> str:
+    texts = [literal(value) for value in row[:-1]]
+    return f"({', '.join(texts)}, JSON_PARSE({literal(row.event_data)}))"
+
+
+def unique_rows(rows: Sequence[Row]) -> list[Row]:
+    """The first row of each id: a batch may carry one event twice."""
+    seen: dict[str, Row] = {}
+    for row in rows:
+        seen.setdefault(row.id, row)
+    return list(seen.values())
+
+
+def _insert_stage_prefix() -> str:
+    return f"INSERT INTO {STAGE} ({_COLUMN_LIST}) VALUES "
+
+
+def _create_stage_sql() -> str:
+    return f"CREATE TEMP TABLE {STAGE} {_COLUMN_TYPES}\n)"
+
+
+def _insert_target_sql(table: TableName) -> str:
+    return f"INSERT INTO {table.sql} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE}"
+
+
+def _shifted(event_time: str, seconds: float) -> str:
+    moment = datetime.fromisoformat(event_time)
+    try:
+        moment += timedelta(seconds=seconds)
+    except OverflowError:
+        moment = datetime.max if seconds > 0 else datetime.min
+    return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def _delete_known_sql(table: TableName, span: tuple[str, str] | None, has_null: bool) -> str:
+    target = table.sql
+    bounds: list[str] = []
+    if span is not None:
+        low, high = (f"CAST({literal(moment)} AS TIMESTAMP)" for moment in span)
+        bounds.append(f"{target}.event_time BETWEEN {low} AND {high}")
+    if has_null:
+        bounds.append(f"{target}.event_time IS NULL")
+    return (
+        f"DELETE FROM {STAGE} USING {target} WHERE {STAGE}.id = {target}.id"
+        f" AND ({' OR '.join(bounds)})"
+    )
+
+
+def delete_known_sql(table: TableName, rows: Sequence[Row], window_s: float) -> str:
+    """Drop from the stage the ids the target already holds.
+
+    A repeated event has the same payload, hence the same id *and* the same
+    event_time, so a duplicate can only sit at one of the stage's own event
+    times: looking only at target rows with event_time in [batch min -
+    ``window_s``, batch max + ``window_s``] is exact, and with event_time as
+    the sort key Redshift skips every block outside that range. The window
+    only guards against a future change in how event_time is derived from
+    the payload. Rows without an event_time (absent or unparseable) can only
+    repeat rows without one: they are compared with all such rows, a lookup
+    not bounded by time, which is why it is added only when the batch has them.
+    """
+    times = [row.event_time for row in rows if row.event_time is not None]
+    span = (_shifted(min(times), -window_s), _shifted(max(times), window_s)) if times else None
+    return _delete_known_sql(table, span, has_null=len(times) < len(rows))
+
+
+def _fixed_bytes(table: TableName) -> int:
+    """The SQL every load transaction carries besides its VALUES (longest form)."""
+    widest = "0001-01-01 00:00:00.000000"
+    fixed = [
+        _create_stage_sql(),
+        _delete_known_sql(table, (widest, widest), has_null=True),
+        _insert_target_sql(table),
+    ]
+    return sum(len(sql.encode()) for sql in fixed)
+
+
+def unstorable_reason(
+    row: Row, table: TableName, limits: SqlLimits = DATA_API_LIMITS
+) -> str | None:
+    """Why ``row`` can never be loaded through the Data API, or None."""
+    if any("\x00" in (getattr(row, column) or "") for column in _TEXT_COLUMNS):
+        return NUL_REASON
+    if row.event_time is not None and not _EVENT_TIME.fullmatch(row.event_time):
+        return f"event_time {row.event_time!r} is not a YYYY-MM-DD HH:MM:SS.ffffff timestamp"
+    statement_bytes = len(_insert_stage_prefix().encode()) + len(values_tuple(row).encode())
+    limit_bytes = min(limits.max_sql_bytes, limits.max_batch_sql_bytes - _fixed_bytes(table))
+    if statement_bytes > limit_bytes:
+        return (
+            f"row too large for the Redshift Data API: {statement_bytes} bytes of SQL, "
+            f"at most {limit_bytes} fit in one statement"
+        )
+    return None
+
+
+class LoadTransaction(msgspec.Struct, frozen=True):
+    rows: list[Row]
+    sqls: list[str]  # for one BatchExecuteStatement
+
+
+def load_transactions(
+    rows: Sequence[Row], table: TableName, window_s: float, limits: SqlLimits = DATA_API_LIMITS
+) -> list[LoadTransaction]:
+    """The idempotent load of ``rows`` (unique ids, all storable) as few transactions
+    as the limits allow; each is idempotent on its own."""
+    tuples = [values_tuple(row) for row in rows]
+    sizes = [len(text.encode()) for text in tuples]
+    out: list[LoadTransaction] = []
+    for groups in _pack(sizes, _fixed_bytes(table), limits):
+        txn_rows = [rows[i] for group in groups for i in group]
+        inserts = [_insert_stage_prefix() + ",".join(tuples[i] for i in group) for group in groups]
+        sqls = [
+            _create_stage_sql(),
+            *inserts,
+            delete_known_sql(table, txn_rows, window_s),
+            _insert_target_sql(table),
+        ]
+        out.append(LoadTransaction(txn_rows, sqls))
+    return out
+
+
+def _pack(sizes: list[int], fixed_bytes: int, limits: SqlLimits) -> Iterator[list[list[int]]]:
+    """Next fit: row indexes per INSERT statement, statements per transaction."""
+    prefix_bytes = len(_insert_stage_prefix().encode())
+    max_inserts = limits.max_statements - 3  # CREATE, DELETE and INSERT ... SELECT
+    txn: list[list[int]] = []
+    txn_bytes = statement_bytes = 0  # SQL so far in the transaction, in its last INSERT
+    for index, size in enumerate(sizes):
+        grown = 1 + size  # "," and the tuple
+        if (
+            txn
+            and statement_bytes + grown <= limits.max_sql_bytes
+            and (fixed_bytes + txn_bytes + grown <= limits.max_batch_sql_bytes)
+        ):
+            txn[-1].append(index)
+            statement_bytes, txn_bytes = statement_bytes + grown, txn_bytes + grown
+            continue
+        statement_bytes = prefix_bytes + size
+        if fixed_bytes + statement_bytes > limits.max_batch_sql_bytes or (
+            statement_bytes > limits.max_sql_bytes
+        ):
+            raise ValueError(f"row {index} is too large to load (see unstorable_reason)")
+        full = fixed_bytes + txn_bytes + statement_bytes > limits.max_batch_sql_bytes
+        if txn and (full or len(txn) == max_inserts):
+            yield txn
+            txn, txn_bytes = [], 0
+        txn.append([index])
+        txn_bytes += statement_bytes
+    if txn:
+        yield txn
