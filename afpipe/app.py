@@ -14,11 +14,13 @@ from contextlib import AsyncExitStack
 
 import trio
 
-from afpipe import backends
+from afpipe import backends, metrics
 from afpipe.aws import AwsClient
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.metrics import InstrumentedQueue, InstrumentedWarehouse
+from afpipe.notify import Notifier
 from afpipe.pipeline.consumer import RELEASE_TIMEOUT_S, ConsumerConfig, serve_consumer
 from afpipe.pipeline.secondary import LazyTable, Secondary
 from afpipe.producer import Producer
@@ -78,14 +80,19 @@ async def run(
     drain = drain or trio.Event()
     exit_ = Exit()
     health = Health(settings.ready_fail_after_s)
+    notifier = Notifier()
     async with AsyncExitStack() as stack:
         aws = await stack.enter_async_context(backends.open_aws(settings))
-        queue = await stack.enter_async_context(backends.open_queue(settings, aws))
+        queue = InstrumentedQueue(
+            await stack.enter_async_context(backends.open_queue(settings, aws)), "main"
+        )
         await queue.ping()
         warehouse = None
         secondary = retry_queue = None
         if consume:
-            warehouse = await stack.enter_async_context(backends.open_warehouse(settings, aws))
+            warehouse = InstrumentedWarehouse(
+                await stack.enter_async_context(backends.open_warehouse(settings, aws))
+            )
             await warehouse.ensure_table()
             if settings.secondary_redshift_enabled:
                 secondary, retry_queue = await _open_secondary(stack, settings, aws)
@@ -111,7 +118,7 @@ async def run(
                         await work.start(
                             serve_consumer,
                             retry_queue,
-                            secondary.warehouse,
+                            LazyTable(secondary.warehouse, drains_backlog=True),
                             consumer_config(settings),
                             stop_consumer,
                             Health(settings.ready_fail_after_s),
@@ -134,8 +141,12 @@ async def run(
                         },
                     )
                     task_status.started(binds)
+                    await notifier.send("READY=1")
+                    outer.start_soon(notifier.watchdog)
+                    outer.start_soon(notifier.status_loop, metrics.summary)
                     await drain.wait()
                     health.draining = True
+                    await notifier.send("STOPPING=1")
                     # Keep back a moment for the consumer's release (visibility 0).
                     work_scope.deadline = trio.current_time() + max(
                         settings.drain_timeout_s - RELEASE_TIMEOUT_S, settings.drain_timeout_s / 2
@@ -146,6 +157,7 @@ async def run(
             if work_scope.cancelled_caught:
                 log.warning("drain timeout reached; unfinished work stays on the queue")
             outer.cancel_scope.cancel()
+    notifier.close()
     log.info("afpipe stopped", extra={"exit_code": exit_.code})
     return exit_.code
 
@@ -153,10 +165,13 @@ async def run(
 async def _open_secondary(
     stack: AsyncExitStack, settings: Settings, aws: AwsClient | None
 ) -> tuple[Secondary, Queue | None]:
-    warehouse = await stack.enter_async_context(backends.open_warehouse(settings, aws, "secondary"))
+    warehouse = InstrumentedWarehouse(
+        await stack.enter_async_context(backends.open_warehouse(settings, aws, "secondary"))
+    )
     retry_queue: Queue | None = None
     if settings.secondary_retry_queue_url:
-        retry_queue = backends.sqs_queue(settings, aws, settings.secondary_retry_queue_url)
+        url = settings.secondary_retry_queue_url
+        retry_queue = InstrumentedQueue(backends.sqs_queue(settings, aws, url), "secondary_retry")
     else:
         log.warning(
             "SECONDARY_REDSHIFT_ENABLED without AFPIPE_SECONDARY_RETRY_QUEUE_URL: batches the"
@@ -195,6 +210,7 @@ async def _start_ingest(
             done.set()
 
     await nursery.start(run_producer)
+    metrics.PRODUCER_PENDING.set_function(producer.pending)
     app = create_app(
         producer,
         health,
@@ -213,7 +229,7 @@ async def _start_ingest(
 
     async def http_then_close(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
-            await serve_ingest(app, config, stop, task_status=task_status)
+            await serve_ingest(app, config, stop, settings.access_log, task_status=task_status)
         finally:
             producer.close()  # requests are done: flush what they queued, then end
 

@@ -102,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: Annotated[float, Meta(ge=0)] = field(
         default=86400.0, name="AFPIPE_DEDUP_WINDOW_S"
     )
+    access_log: Annotated[float, Meta(ge=0, le=1)] = field(default=1.0, name="AFPIPE_ACCESS_LOG")
     drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
     ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
 
@@ -167,6 +168,7 @@ HELP: dict[str, str] = {
     "AFPIPE_SECONDARY_RETRY_QUEUE_URL": "SQS queue holding events the secondary missed",
     "AFPIPE_SECONDARY_TIMEOUT_S": "time budget of a secondary load before hand-off",
     "AFPIPE_DEDUP_WINDOW_S": "Redshift dedup looks this far around a batch's event times",
+    "AFPIPE_ACCESS_LOG": "share of requests written to the access log (0 = off, 1 = all)",
     "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
     "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",
 }

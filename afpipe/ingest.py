@@ -16,9 +16,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from afpipe import __version__
+from afpipe import __version__, metrics
 from afpipe.errors import AfpipeError, Overloaded
 from afpipe.health import Health
+from afpipe.http_observer import HttpObserver
 from afpipe.producer import Producer, wait_ticket
 from afpipe.webhook import (
     BadRequest,
@@ -78,6 +79,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
     async def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 413:
+            metrics.EVENTS_REJECTED.labels("too_large").inc()
             return _error(413, f"request body exceeds {config.max_body_bytes} bytes")
         return _error(status, exc.description or exc.name)
 
@@ -89,6 +91,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
             # Answer only after the body is read: replying mid-upload leaves a
             # keep-alive connection with unread bytes for the next request.
             await request.get_data(cache=False, parse_form_data=False)
+            metrics.EVENTS_REJECTED.labels("unauthorized").inc()
             return _error(401, "missing or invalid token", {"Connection": "close"})
         try:
             if request.method == "GET":
@@ -99,16 +102,21 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
                 payloads, is_array = payloads_from_json(body)
             events = encode_all(payloads, config.max_message_bytes)
         except BadRequest as exc:
+            reason = "too_large" if exc.status == 413 else "bad_request"
+            metrics.EVENTS_REJECTED.labels(reason).inc()
             return _error(exc.status, str(exc))
         try:
             ticket = producer.submit(events)
             message_ids = await wait_ticket(ticket, config.enqueue_timeout_s)
         except Overloaded as exc:
+            metrics.EVENTS_REJECTED.labels("overloaded").inc()
             return _error(503, f"overloaded: {exc}", {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)})
         except AfpipeError as exc:
+            metrics.EVENTS_REJECTED.labels("queue_unavailable").inc()
             return _error(
                 503, f"queue unavailable: {exc}", {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
             )
+        metrics.EVENTS_ACCEPTED.inc(len(events))
         answer: dict[str, Any] = {"success": True, "messageId": message_ids[0]}
         if is_array:
             answer["eventIds"] = [e.id for e in events]
@@ -134,6 +142,11 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
         ready, reason = health.ready()
         return _json(200 if ready else 503, {"ready": ready, "status": reason})
 
+    @app.route("/metrics")
+    async def metrics_route() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, status=200, content_type=content_type)
+
     @app.route("/api/hello")
     async def hello() -> Response:
         return _json(
@@ -142,7 +155,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
                 "name": "afpipe",
                 "message": "Hello from afpipe",
                 "version": __version__,
-                "endpoints": ["/health", "/ready", "/api/hello", WEBHOOK],
+                "endpoints": ["/health", "/ready", "/metrics", "/api/hello", WEBHOOK],
             },
         )
 
@@ -165,46 +178,16 @@ def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> Hyperco
     return config
 
 
-class RequestsInFlight:
-    """ASGI wrapper counting HTTP requests being handled, to end the drain early.
-
-    hypercorn's graceful shutdown waits for every connection to close, which
-    keep-alive clients can stretch to the whole graceful timeout; once no
-    request is in flight there is nothing left to finish, so we stop there.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.count = 0
-        self._idle = trio.Event()
-        self._idle.set()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
-        self.count += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.count -= 1
-            if self.count == 0:
-                self._idle.set()
-
-    async def wait_idle(self) -> None:
-        while self.count:
-            await self._idle.wait()
-
-
 async def serve_ingest(
     app: QuartTrio,
     config: HypercornConfig,
     shutdown: trio.Event,
+    access_log_sample: float = 1.0,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set, then finish in-flight requests (bounded)."""
-    requests = RequestsInFlight(app)
+    requests = HttpObserver(app, access_log_sample=access_log_sample)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(serve, requests, config, shutdown_trigger=shutdown.wait)

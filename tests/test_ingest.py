@@ -146,3 +146,18 @@ async def test_ready_reflects_draining_and_failing_backends() -> None:
     assert recovered.status_code == 200
     assert draining.status_code == 503 and draining.json()["status"] == "draining"
     assert live.status_code == 200
+
+
+async def test_ready_turns_503_while_the_queue_keeps_failing_and_back() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, health, _):
+            health.fail_after_s = 0  # no grace: the first failure counts
+            queue.fail = True
+            assert (await client.post("/webhook/appsflyer", json={"n": 1})).status_code == 503
+            failing = await client.get("/ready")
+            queue.fail = False
+            assert (await client.post("/webhook/appsflyer", json={"n": 2})).status_code == 200
+            recovered = await client.get("/ready")
+    assert failing.status_code == 503 and failing.json()["status"] == "failing: queue"
+    assert recovered.status_code == 200

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import msgspec
 import trio
 
+from afpipe import metrics
 from afpipe.codec import DecodeError, decode_body, encode_body, encode_event
 from afpipe.errors import AfpipeError
 from afpipe.event import Event
@@ -66,6 +67,11 @@ async def serve_consumer(
 ) -> None:
     inflight = InFlight()
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
+    metrics.MESSAGES_IN_FLIGHT.labels(queue.name).set_function(lambda: len(inflight))
+    metrics.LAG_SECONDS.labels(queue.name).set_function(inflight.lag_s)
+    metrics.CHANNEL_OCCUPANCY.labels(queue.name).set_function(
+        lambda: send.statistics().current_buffer_used
+    )
     async with _releasing(queue, inflight), trio.open_nursery() as outer:
         outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
         async with trio.open_nursery() as work:
@@ -149,6 +155,7 @@ async def _poller(
                 messages = await _receive_until(queue, config, stop, config.receive_wait_s)
             except AfpipeError as exc:
                 health.failed("queue")
+                metrics.RETRIES.labels("receive").inc()
                 failures += 1
                 log.warning("receive failed", extra={"error": str(exc), "failures": failures})
                 with trio.move_on_after(backoff_s(failures)):
@@ -220,6 +227,7 @@ async def _dead_letter_message(
     queue: Queue, inflight: InFlight, message: ReceivedMessage, reason: str
 ) -> None:
     log.error("dead-lettering message", extra={"message_id": message.message_id, "reason": reason})
+    metrics.DEAD_LETTERED.labels("message").inc()
     try:
         if await queue.dead_letter(message, reason, message.body):
             await queue.delete([message.receipt_handle])
@@ -304,6 +312,7 @@ async def _load_until_committed(
             return result
         except AfpipeError as exc:
             health.failed(warehouse.name)
+            metrics.RETRIES.labels("load").inc()
             attempt += 1
             log.warning(
                 "load failed; retrying",
@@ -332,6 +341,7 @@ async def _keep_rejected(queue: Queue, message: ReceivedMessage, mine: list[Reje
         reasons[item.reason].append(item)
     for reason, group in reasons.items():
         body = encode_body([encode_event(r.event.payload) for r in group])
+        metrics.DEAD_LETTERED.labels("event").inc(len(group))
         log.error(
             "warehouse rejected events",
             extra={"events": [r.event.id for r in group], "reason": reason},
@@ -355,5 +365,6 @@ async def _delete(queue: Queue, inflight: InFlight, handles: list[str]) -> None:
         except AfpipeError as exc:
             # Not fatal: the messages come back and their events are deduplicated.
             log.warning("delete failed", extra={"error": str(exc), "attempt": attempt})
+            metrics.RETRIES.labels("delete").inc()
             await trio.sleep(backoff_s(attempt))
     inflight.remove(handles)

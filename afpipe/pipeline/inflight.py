@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -17,13 +18,22 @@ class InFlight:
 
     def __init__(self) -> None:
         self._since: dict[str, float] = {}
+        self._sent_at_s: dict[str, float] = {}  # wall clock, for the lag metric
 
     def add(self, message: ReceivedMessage) -> None:
         self._since[message.receipt_handle] = trio.current_time()
+        self._sent_at_s[message.receipt_handle] = message.sent_at_s
 
     def remove(self, handles: list[str]) -> None:
         for handle in handles:
             self._since.pop(handle, None)
+            self._sent_at_s.pop(handle, None)
+
+    def lag_s(self) -> float:
+        """Age of the oldest message held (sent, not yet loaded and deleted)."""
+        if not self._sent_at_s:
+            return 0.0
+        return max(0.0, time.time() - min(self._sent_at_s.values()))
 
     def __len__(self) -> int:
         return len(self._since)

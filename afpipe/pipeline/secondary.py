@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import trio
 
+from afpipe import metrics
 from afpipe.codec import encode_body, encode_event, pack
 from afpipe.errors import AfpipeError
 from afpipe.event import Event
@@ -62,6 +63,7 @@ class Secondary:
     async def _hand_off(self, events: Sequence[Event]) -> bool:
         if self.retry_queue is None:
             self.dropped_events += len(events)
+            metrics.SECONDARY_DROPPED.inc(len(events))
             log.error(
                 "secondary unavailable and no AFPIPE_SECONDARY_RETRY_QUEUE_URL: events dropped"
                 " for the secondary",
@@ -78,6 +80,8 @@ class Secondary:
             log.error("secondary hand-off failed", extra={"error": str(exc)})
             return False
         self.handed_off_events += len(events)
+        metrics.SECONDARY_HANDED_OFF.inc(len(events))
+        metrics.SECONDARY_BACKLOG.inc(len(events))
         log.info("secondary events handed to the retry queue", extra={"events": len(events)})
         return True
 
@@ -86,9 +90,10 @@ class LazyTable:
     """A warehouse whose table is created on first use, so a secondary that is down
     at start-up does not stop the daemon from starting."""
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, *, drains_backlog: bool = False) -> None:
         self.warehouse = warehouse
         self.name = warehouse.name
+        self.drains_backlog = drains_backlog  # loads come from the secondary retry queue
         self._ready = False
 
     async def ensure_table(self) -> None:
@@ -98,7 +103,10 @@ class LazyTable:
 
     async def load(self, events: Sequence[Event]) -> LoadResult:
         await self.ensure_table()
-        return await self.warehouse.load(events)
+        result = await self.warehouse.load(events)
+        if self.drains_backlog:
+            metrics.SECONDARY_BACKLOG.dec(len(events))
+        return result
 
     async def ping(self) -> None:
         await self.warehouse.ping()

@@ -1,0 +1,72 @@
+"""/metrics: every family is exposed and moves as events flow end to end."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.daemon import afpipe_process, wait_for_rows
+from tests.test_e2e import purchase
+
+FAMILIES = {
+    "afpipe_http_requests": "counter",
+    "afpipe_events_accepted": "counter",
+    "afpipe_events_rejected": "counter",
+    "afpipe_queue_operations": "counter",
+    "afpipe_queue_errors": "counter",
+    "afpipe_messages_in_flight": "gauge",
+    "afpipe_channel_messages": "gauge",
+    "afpipe_producer_pending_events": "gauge",
+    "afpipe_batches_loaded": "counter",
+    "afpipe_rows_loaded": "counter",
+    "afpipe_load_failures": "counter",
+    "afpipe_load_seconds": "histogram",
+    "afpipe_retries": "counter",
+    "afpipe_dead_lettered": "counter",
+    "afpipe_secondary_handed_off_events": "counter",
+    "afpipe_secondary_dropped_events": "counter",
+    "afpipe_secondary_backlog_events": "gauge",
+    "afpipe_lag_seconds": "gauge",
+}
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_every_family_is_exposed_and_counts_move(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {"AFPIPE_BATCH_LINGER_MS": "50", "SECONDARY_REDSHIFT_ENABLED": "true"}
+    with trio.fail_after(60):
+        async with (
+            afpipe_process(data_dir, env) as daemon,
+            httpx.AsyncClient(base_url=daemon.url, timeout=30) as client,
+        ):
+            before = (await client.get("/metrics")).text
+            families = {f.name: f.type for f in text_string_to_metric_families(before)}
+            assert {n: families.get(n) for n in FAMILIES} == FAMILIES
+            ok = await client.post("/webhook/appsflyer", json=[purchase(1), purchase(2)])
+            bad = await client.post("/webhook/appsflyer", content=b"{nope")
+            assert (ok.status_code, bad.status_code) == (200, 400)
+            await wait_for_rows(data_dir, 2)
+            await trio.sleep(0.3)  # let the writer record the batch
+            after = samples((await client.get("/metrics")).text)
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait() == 0
+    assert after[("afpipe_events_accepted_total", ())] == 2
+    assert after[("afpipe_events_rejected_total", (("reason", "bad_request"),))] == 1
+    assert after[("afpipe_rows_loaded_total", (("target", "primary"),))] == 2
+    assert after[("afpipe_rows_loaded_total", (("target", "secondary"),))] == 2
+    assert after[("afpipe_batches_loaded_total", (("target", "primary"),))] >= 1
+    assert after[("afpipe_load_seconds_count", (("target", "primary"),))] >= 1
+    assert after[("afpipe_queue_operations_total", (("operation", "send"), ("queue", "main")))] >= 1
+    route = (("route", "/webhook/appsflyer"), ("status", "200"))
+    assert after[("afpipe_http_requests_total", route)] == 1
