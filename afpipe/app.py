@@ -221,10 +221,16 @@ async def _start_ingest(
             token=settings.webhook_token,
             token_header=settings.webhook_token_header,
             consumer_enabled=settings.enable_sqs_consumer,
+            allowed_cidrs=settings.allowed_cidrs,
+            trusted_proxies=settings.trusted_proxies,
         ),
     )
     config = hypercorn_config(
-        settings.host, settings.port, settings.drain_timeout_s * HTTP_DRAIN_SHARE
+        settings.host,
+        settings.port,
+        settings.drain_timeout_s * HTTP_DRAIN_SHARE,
+        settings.tls_cert_file,
+        settings.tls_key_file,
     )
 
     async def http_then_close(*, task_status: trio.TaskStatus[list[str]]) -> None:

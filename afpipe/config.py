@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Meta, field
 
 from afpipe.errors import ConfigError
+from afpipe.sources import parse_networks
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1)]
@@ -102,6 +103,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: Annotated[float, Meta(ge=0)] = field(
         default=86400.0, name="AFPIPE_DEDUP_WINDOW_S"
     )
+    tls_cert_file: str = field(default="", name="AFPIPE_TLS_CERT_FILE")
+    tls_key_file: str = field(default="", name="AFPIPE_TLS_KEY_FILE")
+    allowed_cidrs: str = field(default="", name="AFPIPE_ALLOWED_CIDRS")
+    trusted_proxies: str = field(default="", name="AFPIPE_TRUSTED_PROXIES")
     access_log: Annotated[float, Meta(ge=0, le=1)] = field(default=1.0, name="AFPIPE_ACCESS_LOG")
     drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
     ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
@@ -109,6 +114,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if not self.webhook_token_header.strip():
             raise ValueError("AFPIPE_WEBHOOK_TOKEN_HEADER must not be empty")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("AFPIPE_TLS_CERT_FILE and AFPIPE_TLS_KEY_FILE go together")
+        for name, path in (
+            ("AFPIPE_TLS_CERT_FILE", self.tls_cert_file),
+            ("AFPIPE_TLS_KEY_FILE", self.tls_key_file),
+        ):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        for name, text in (
+            ("AFPIPE_ALLOWED_CIDRS", self.allowed_cidrs),
+            ("AFPIPE_TRUSTED_PROXIES", self.trusted_proxies),
+        ):
+            try:
+                parse_networks(text)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
 
     @property
     def uses_sqs(self) -> bool:
@@ -168,6 +189,10 @@ HELP: dict[str, str] = {
     "AFPIPE_SECONDARY_RETRY_QUEUE_URL": "SQS queue holding events the secondary missed",
     "AFPIPE_SECONDARY_TIMEOUT_S": "time budget of a secondary load before hand-off",
     "AFPIPE_DEDUP_WINDOW_S": "Redshift dedup looks this far around a batch's event times",
+    "AFPIPE_TLS_CERT_FILE": "PEM certificate (chain) to serve HTTPS in-process",
+    "AFPIPE_TLS_KEY_FILE": "PEM private key for AFPIPE_TLS_CERT_FILE",
+    "AFPIPE_ALLOWED_CIDRS": "comma-separated CIDRs allowed to post events (empty = all)",
+    "AFPIPE_TRUSTED_PROXIES": "CIDRs of proxies whose X-Forwarded-For is believed",
     "AFPIPE_ACCESS_LOG": "share of requests written to the access log (0 = off, 1 = all)",
     "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
     "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",

@@ -21,6 +21,7 @@ from afpipe.errors import AfpipeError, Overloaded
 from afpipe.health import Health
 from afpipe.http_observer import HttpObserver
 from afpipe.producer import Producer, wait_ticket
+from afpipe.sources import allowed, parse_networks
 from afpipe.webhook import (
     BadRequest,
     encode_all,
@@ -46,7 +47,11 @@ class IngestConfig:
         token: str = "",
         token_header: str = "Authorization",
         consumer_enabled: bool = True,
+        allowed_cidrs: str = "",
+        trusted_proxies: str = "",
     ) -> None:
+        self.allowed_networks = parse_networks(allowed_cidrs)
+        self.trusted_proxies = parse_networks(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         self.max_message_bytes = max_message_bytes
         self.enqueue_timeout_s = enqueue_timeout_s
@@ -85,6 +90,10 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
 
     @app.route(WEBHOOK, methods=["POST", "GET"])
     async def webhook() -> Response:
+        if config.allowed_networks and not _source_allowed():
+            metrics.EVENTS_REJECTED.labels("forbidden").inc()
+            await request.get_data(cache=False, parse_form_data=False)
+            return _error(403, "source address not allowed", {"Connection": "close"})
         if config.token and not token_matches(
             config.token, request.headers.get(config.token_header)
         ):
@@ -126,6 +135,11 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
         answer["timestamp"] = _now_iso()
         return _json(200, answer)
 
+    def _source_allowed() -> bool:
+        peer = request.scope.get("client") or ("", 0)
+        forwarded = request.headers.get("X-Forwarded-For")
+        return allowed(str(peer[0]), forwarded, config.allowed_networks, config.trusted_proxies)
+
     @app.route("/health")
     async def health_route() -> Response:
         return _json(
@@ -162,8 +176,13 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
     return app
 
 
-def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> HypercornConfig:
+def hypercorn_config(
+    host: str, port: int, graceful_timeout_s: float, cert_file: str = "", key_file: str = ""
+) -> HypercornConfig:
     config = HypercornConfig()
+    if cert_file:  # in-process TLS, for deployments without a load balancer
+        config.certfile = cert_file
+        config.keyfile = key_file
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
