@@ -9,6 +9,7 @@ deletes what was received and releases the rest, all within
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from contextlib import AsyncExitStack
 
@@ -74,6 +75,8 @@ async def run(
     ingest: bool = True,
     consume: bool = True,
     drain: trio.Event | None = None,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run afpipe until drained; returns the process exit status."""
@@ -126,7 +129,7 @@ async def run(
                     ingest_done = trio.Event()
                     if ingest:
                         binds = await _start_ingest(
-                            work, settings, queue, health, stop_http, ingest_done
+                            work, settings, queue, health, stop_http, ingest_done, reuse_port
                         )
                     else:
                         ingest_done.set()
@@ -142,6 +145,9 @@ async def run(
                     )
                     task_status.started(binds)
                     await notifier.send("READY=1")
+                    if ready_fd is not None:  # tell the AFPIPE_WORKERS supervisor
+                        os.write(ready_fd, b"R")
+                        os.close(ready_fd)
                     outer.start_soon(notifier.watchdog)
                     outer.start_soon(notifier.status_loop, metrics.summary)
                     await drain.wait()
@@ -193,6 +199,7 @@ async def _start_ingest(
     health: Health,
     stop: trio.Event,
     done: trio.Event,
+    reuse_port: bool = False,
 ) -> list[str]:
     """Start the producer and the HTTP server; ``done`` is set once both have ended."""
     producer = Producer(
@@ -231,6 +238,7 @@ async def _start_ingest(
         settings.drain_timeout_s * HTTP_DRAIN_SHARE,
         settings.tls_cert_file,
         settings.tls_key_file,
+        reuse_port=reuse_port,
     )
 
     async def http_then_close(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-ingest", action="store_true", help="run the consumer only (no HTTP server)"
     )
+    # Internal, used by AFPIPE_WORKERS' supervisor for its children.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     commands.add_parser("check", help="check the configuration and that the backends answer")
     dlq = commands.add_parser("dlq", help="inspect or redrive dead-lettered messages")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -71,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     try:
         if args.command == "serve":
-            return _serve(settings, no_ingest=args.no_ingest)
+            return _serve(settings, args)
         from afpipe import admin
 
         if args.command == "check":
@@ -88,11 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _serve(settings: config.Settings, *, no_ingest: bool) -> int:
+def _serve(settings: config.Settings, args: argparse.Namespace) -> int:
     from afpipe.app import run
 
-    ingest = not no_ingest
+    ingest = not args.no_ingest
     consume = settings.enable_sqs_consumer
     if not ingest and not consume:
         raise ConfigError("ENABLE_SQS_CONSUMER=false with --no-ingest leaves nothing to run")
-    return trio.run(partial(run, settings, ingest=ingest, consume=consume))
+    if settings.workers > 1 and args.ready_fd is None:
+        from afpipe.workers import supervise
+
+        if ingest and settings.port == 0:
+            raise ConfigError("PORT=0: AFPIPE_WORKERS > 1 needs a fixed port to share")
+        extra = ["--no-ingest"] if args.no_ingest else []
+        return trio.run(supervise, settings.workers, extra)
+    return trio.run(
+        partial(
+            run,
+            settings,
+            ingest=ingest,
+            consume=consume,
+            reuse_port=args.reuse_port,
+            ready_fd=args.ready_fd,
+        )
+    )

@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     producer_senders: Positive = field(default=4, name="AFPIPE_PRODUCER_SENDERS")
     enqueue_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_ENQUEUE_TIMEOUT_S")
+    workers: Annotated[int, Meta(ge=1, le=64)] = field(default=1, name="AFPIPE_WORKERS")
     pollers: Positive = field(default=2, name="AFPIPE_POLLERS")
     receive_wait_s: Annotated[int, Meta(ge=0, le=20)] = field(
         default=20, name="AFPIPE_RECEIVE_WAIT_S"
@@ -176,6 +177,7 @@ HELP: dict[str, str] = {
     "AFPIPE_PRODUCER_MAX_PENDING_EVENTS": "events waiting for the queue before ingest sheds (503)",
     "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
     "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",
+    "AFPIPE_WORKERS": "processes sharing the port (SO_REUSEPORT), each a whole afpipe",
     "AFPIPE_POLLERS": "concurrent receive loops",
     "AFPIPE_RECEIVE_WAIT_S": "long-poll wait of each receive (SQS allows up to 20)",
     "AFPIPE_WRITERS": "concurrent warehouse writers",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from functools import partial
 from typing import Any
@@ -176,14 +177,33 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
     return app
 
 
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _shared_bind(host: str, port: int) -> str:
+    """AFPIPE_WORKERS: a socket several processes accept on (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return f"fd://{sock.detach()}"  # hypercorn takes the descriptor over
+
+
 def hypercorn_config(
-    host: str, port: int, graceful_timeout_s: float, cert_file: str = "", key_file: str = ""
+    host: str,
+    port: int,
+    graceful_timeout_s: float,
+    cert_file: str = "",
+    key_file: str = "",
+    *,
+    reuse_port: bool = False,
 ) -> HypercornConfig:
     config = HypercornConfig()
+    config.bind = [_shared_bind(host, port) if reuse_port else _bind(host, port)]
     if cert_file:  # in-process TLS, for deployments without a load balancer
         config.certfile = cert_file
         config.keyfile = key_file
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     # Bounds the drain: in-flight requests get this long after shutdown starts, and idle
