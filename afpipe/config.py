@@ -23,7 +23,8 @@ from afpipe.sources import parse_networks
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
+# Bounded (invariant 5): a timeout of "inf" would make a wait unbounded.
+PositiveFloat = Annotated[float, Meta(gt=0, le=86400)]
 # Interpolated into SQL as an identifier (invariant 7): only plain names pass.
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,126}"
 TableName = Annotated[str, Meta(pattern=rf"^{_IDENT}(\.{_IDENT})?$")]
@@ -254,7 +255,11 @@ def load(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -
         if key in names and value.strip() != "":
             value = value.strip()
             # yes/no/on/off only for booleans: a token or a name must stay as written
-            known[key] = _TRUE.get(value.lower(), value) if key in _BOOL_SETTINGS else value
+            if key in _BOOL_SETTINGS:
+                value = _TRUE.get(value.lower(), value)
+            elif key == "LOG_LEVEL":  # the Node.js service accepted INFO as well as info
+                value = value.lower()
+            known[key] = value
     try:
         return msgspec.convert(known, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -1,10 +1,12 @@
 """Group commit: concurrent requests' events packed into few queue sends.
 
 Requests hand their encoded events to a bounded channel and wait on a
-``Ticket``. Each sender task takes everything waiting (up to one batch's
-worth of bytes), packs it into at most 10 message bodies and sends them with
-one SendMessageBatch; while a send is in flight, new events accumulate for
-the next one, so the batch size follows the load with no added latency.
+``Ticket``. Each sender task takes everything waiting, up to one batch's
+worth of bytes, and sends it with one SendMessageBatch; while a send is in
+flight, new events accumulate for the next one, so the batch size follows the
+load with no added latency. SQS bounds a whole batch by the same size as one
+message, so a batch is in practice one message holding many events: the
+fewest calls per event.
 A ticket completes only when every one of its events is on the queue.
 """
 

@@ -256,3 +256,13 @@ def test_cli_exits_2_when_no_role_is_left(
     monkeypatch.setenv("ENABLE_SQS_CONSUMER", "false")
     assert cli.main(["serve", "--no-ingest"]) == 2
     assert "ENABLE_SQS_CONSUMER" in capsys.readouterr().err
+
+
+def test_log_level_is_case_insensitive_like_the_node_service(tmp_path: Path) -> None:
+    assert config.load({"LOG_LEVEL": "WARN"}, tmp_path / "none").log_level == "warn"
+
+
+@pytest.mark.parametrize("name", ["AFPIPE_DRAIN_TIMEOUT_S", "AFPIPE_ENQUEUE_TIMEOUT_S"])
+def test_timeouts_must_be_finite(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        config.load({name: "inf"}, tmp_path / "none")
