@@ -7,8 +7,8 @@ import signal
 import socket
 import sqlite3
 from contextlib import closing
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +16,7 @@ import trio
 
 from afpipe.codec import decode_body
 from tests.daemon import afpipe_process, queue_depth, wait_for_rows, warehouse_rows
+from tests.load import post_batches, purchase
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,18 +36,6 @@ INSTALL = {
     "event_time": "2023-11-01 04:05:07.925",
     "media_source": "Facebook Ads",
 }
-
-
-def purchase(n: int) -> dict[str, Any]:
-    return {
-        "app_id": "id123456789",
-        "platform": "ios",
-        "idfv": f"6F1A2B3C-{n:04d}",
-        "event_name": "af_purchase",
-        "event_time": "2024-03-02 12:00:01.123",
-        "event_value": json.dumps({"af_revenue": "9.99", "n": n}),
-        "is_retargeting": False,
-    }
 
 
 async def test_post_object_array_and_get_land_exactly_once(tmp_path: Path) -> None:
@@ -218,28 +207,12 @@ async def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) 
     acked: set[str] = set()
     env = {"AFPIPE_BATCH_LINGER_MS": "20", "AFPIPE_VISIBILITY_TIMEOUT_S": "2"}
     with trio.fail_after(120):
-        async with afpipe_process(data_dir, env) as daemon:
-
-            async def post_forever(worker: int, client: httpx.AsyncClient) -> None:
-                for n in range(100_000):
-                    batch = [purchase(worker * 1_000_000 + n * 10 + i) for i in range(10)]
-                    try:
-                        response = await client.post("/webhook/appsflyer", json=batch)
-                    except httpx.TransportError:
-                        return
-                    if response.status_code == 200:
-                        acked.update(response.json()["eventIds"])
-
-            async with (
-                httpx.AsyncClient(base_url=daemon.url, timeout=30) as client,
-                trio.open_nursery() as n,
-            ):
-                for worker in range(4):
-                    n.start_soon(post_forever, worker, client)
-                while len(warehouse_rows(data_dir)) < 300:
-                    await trio.sleep(0.01)
-                daemon.signal(signal.SIGKILL)
-                assert await daemon.wait() == -signal.SIGKILL
+        async with afpipe_process(data_dir, env) as daemon, trio.open_nursery() as nursery:
+            nursery.start_soon(partial(post_batches, daemon.url, acked, workers=4))
+            while len(warehouse_rows(data_dir)) < 300:
+                await trio.sleep(0.01)
+            daemon.signal(signal.SIGKILL)  # mid-load, mid-HTTP
+            assert await daemon.wait() == -signal.SIGKILL
         # Whatever was acknowledged is on disk; a restart loads it, each once.
         pending = queue_depth(data_dir)
         async with afpipe_process(data_dir, env) as daemon:

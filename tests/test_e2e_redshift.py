@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -20,7 +19,7 @@ from tests.emulators.redshift_data import (
 )
 from tests.fixtures.moto import MOTO_REGION, sqs_depth
 from tests.fixtures.redshift import redshift_env
-from tests.test_e2e import purchase
+from tests.load import post_batches
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,26 +68,7 @@ async def wait_ids(emu: RedshiftDataEmulator, expected: set[str], timeout_s: flo
 async def post_until(
     url: str, acked: set[str], enough: Callable[[], bool], workers: int = 3
 ) -> None:
-    """Post arrays of events from ``workers`` tasks until ``enough()``; record the acks."""
-
-    async def post_forever(worker: int, client: httpx.AsyncClient) -> None:
-        for n in range(100_000):
-            if enough():
-                return
-            batch = [purchase(worker * 1_000_000 + n * 10 + i) for i in range(10)]
-            try:
-                response = await client.post("/webhook/appsflyer", json=batch)
-            except httpx.TransportError:
-                return
-            if response.status_code == 200:
-                acked.update(response.json()["eventIds"])
-
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=30) as client,
-        trio.open_nursery() as nursery,
-    ):
-        for worker in range(workers):
-            nursery.start_soon(post_forever, worker, client)
+    await post_batches(url, acked, workers=workers, until=enough)
 
 
 async def test_dual_write_exactly_once_also_after_kill_9(

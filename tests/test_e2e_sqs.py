@@ -16,7 +16,7 @@ import trio
 
 from tests.daemon import afpipe_process, subprocess_env, wait_for_rows, warehouse_rows
 from tests.fixtures.moto import MOTO_REGION, sqs_depth
-from tests.test_e2e import purchase
+from tests.load import post_batches, purchase
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,28 +75,12 @@ async def test_kill_9_mid_load_then_restart_loses_and_duplicates_nothing(
     env = {**sqs_env, "AFPIPE_VISIBILITY_TIMEOUT_S": "2"}
     acked: set[str] = set()
     with trio.fail_after(120):
-        async with afpipe_process(data_dir, env) as daemon:
-
-            async def post_forever(worker: int, client: httpx.AsyncClient) -> None:
-                for n in range(100_000):
-                    batch = [purchase(worker * 1_000_000 + n * 10 + i) for i in range(10)]
-                    try:
-                        response = await client.post("/webhook/appsflyer", json=batch)
-                    except httpx.TransportError:
-                        return
-                    if response.status_code == 200:
-                        acked.update(response.json()["eventIds"])
-
-            async with (
-                httpx.AsyncClient(base_url=daemon.url, timeout=30) as client,
-                trio.open_nursery() as nursery,
-            ):
-                for worker in range(3):
-                    nursery.start_soon(post_forever, worker, client)
-                while len(warehouse_rows(data_dir)) < 100:
-                    await trio.sleep(0.02)
-                daemon.signal(signal.SIGKILL)
-                assert await daemon.wait() == -signal.SIGKILL
+        async with afpipe_process(data_dir, env) as daemon, trio.open_nursery() as nursery:
+            nursery.start_soon(post_batches, daemon.url, acked)
+            while len(warehouse_rows(data_dir)) < 100:
+                await trio.sleep(0.02)
+            daemon.signal(signal.SIGKILL)
+            assert await daemon.wait() == -signal.SIGKILL
         async with afpipe_process(data_dir, env) as daemon:
             await wait_for_rows(data_dir, len(acked), timeout_s=60)
             await wait_empty(boto_sqs, sqs_env["SQS_QUEUE_URL"], timeout_s=60)

@@ -10,7 +10,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import afpipe_process, wait_for_rows
-from tests.test_e2e import purchase
+from tests.load import purchase
 
 FAMILIES = {
     "afpipe_http_requests": "counter",
