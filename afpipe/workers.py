@@ -43,6 +43,9 @@ async def supervise(workers: int, args: list[str]) -> int:
                 [*command, str(write_fd), *args],
                 env={**env, "AFPIPE_WORKER_INDEX": str(index)},
                 pass_fds=(write_fd,),
+                # Own session: a terminal's Ctrl-C reaches only the parent, which
+                # forwards it once (twice would mean "exit now" to the children).
+                start_new_session=True,
             )
             os.close(write_fd)
             children.append(child)
