@@ -230,6 +230,7 @@ async def _start_ingest(
             consumer_enabled=settings.enable_sqs_consumer,
             allowed_cidrs=settings.allowed_cidrs,
             trusted_proxies=settings.trusted_proxies,
+            max_inflight_requests=settings.max_inflight_requests,
         ),
     )
     config = hypercorn_config(

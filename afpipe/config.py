@@ -80,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_max_message_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = field(
         default=256 * 1024, name="AFPIPE_QUEUE_MAX_MESSAGE_BYTES"
     )
+    max_inflight_requests: Positive = field(default=512, name="AFPIPE_MAX_INFLIGHT_REQUESTS")
     producer_max_pending_events: Positive = field(
         default=20000, name="AFPIPE_PRODUCER_MAX_PENDING_EVENTS"
     )
@@ -175,6 +176,7 @@ HELP: dict[str, str] = {
     "AFPIPE_WEBHOOK_TOKEN_HEADER": "header that carries the token",
     "AFPIPE_MAX_BODY_BYTES": "largest accepted request body (413 above)",
     "AFPIPE_QUEUE_MAX_MESSAGE_BYTES": "largest queue message and batch (SQS allows 1 MiB)",
+    "AFPIPE_MAX_INFLIGHT_REQUESTS": "webhook requests handled at once; more get 503 at once",
     "AFPIPE_PRODUCER_MAX_PENDING_EVENTS": "events waiting for the queue before ingest sheds (503)",
     "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
     "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",

@@ -50,7 +50,9 @@ class IngestConfig:
         consumer_enabled: bool = True,
         allowed_cidrs: str = "",
         trusted_proxies: str = "",
+        max_inflight_requests: int = 512,
     ) -> None:
+        self.max_inflight_requests = max_inflight_requests
         self.allowed_networks = parse_networks(allowed_cidrs)
         self.trusted_proxies = parse_networks(trusted_proxies)
         self.max_body_bytes = max_body_bytes
@@ -89,8 +91,24 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
             return _error(413, f"request body exceeds {config.max_body_bytes} bytes")
         return _error(status, exc.description or exc.name)
 
+    inflight = [0]  # webhook requests being handled
+
     @app.route(WEBHOOK, methods=["POST", "GET"])
     async def webhook() -> Response:
+        # Shed before any work: under CPU overload the producer's own bound is never
+        # reached, requests would just queue up in memory and in the kernel.
+        if inflight[0] >= config.max_inflight_requests:
+            metrics.EVENTS_REJECTED.labels("overloaded").inc()
+            await request.get_data(cache=False, parse_form_data=False)
+            headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S), "Connection": "close"}
+            return _error(503, "overloaded: too many requests in flight", headers)
+        inflight[0] += 1
+        try:
+            return await handle_webhook()
+        finally:
+            inflight[0] -= 1
+
+    async def handle_webhook() -> Response:
         if config.allowed_networks and not _source_allowed():
             metrics.EVENTS_REJECTED.labels("forbidden").inc()
             await request.get_data(cache=False, parse_form_data=False)

@@ -37,7 +37,11 @@ class ScriptedQueue:
 
 @asynccontextmanager
 async def running(
-    queue: ScriptedQueue, *, max_pending: int = 100, enqueue_timeout_s: float = 5
+    queue: ScriptedQueue,
+    *,
+    max_pending: int = 100,
+    enqueue_timeout_s: float = 5,
+    max_inflight: int = 100,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Health, Producer]]:
     health = Health(fail_after_s=30)
     producer = Producer(
@@ -54,6 +58,7 @@ async def running(
             max_body_bytes=16 * 1024,
             max_message_bytes=64 * 1024,
             enqueue_timeout_s=enqueue_timeout_s,
+            max_inflight_requests=max_inflight,
         ),
     )
     stop = trio.Event()
@@ -161,3 +166,25 @@ async def test_ready_turns_503_while_the_queue_keeps_failing_and_back() -> None:
             recovered = await client.get("/ready")
     assert failing.status_code == 503 and failing.json()["status"] == "failing: queue"
     assert recovered.status_code == 200
+
+
+async def test_too_many_requests_in_flight_are_shed_before_any_work() -> None:
+    queue = ScriptedQueue()
+    queue.gate = trio.Event()
+    statuses: dict[int, int] = {}
+    with trio.fail_after(20):
+        async with running(queue, max_inflight=1) as (client, _, _):
+
+            async def post(n: int) -> None:
+                response = await client.post("/webhook/appsflyer", json={"n": n})
+                statuses[n] = response.status_code
+                if response.status_code == 503:
+                    assert response.headers["Retry-After"] == "1"
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(post, 1)
+                await queue.entered.wait()  # request 1 holds the only slot
+                await post(2)
+                queue.gate.set()
+    assert statuses == {1: 200, 2: 503}
+    assert len(queue.sent) == 1  # the shed request enqueued nothing
