@@ -80,7 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_max_message_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = field(
         default=256 * 1024, name="AFPIPE_QUEUE_MAX_MESSAGE_BYTES"
     )
-    max_inflight_requests: Positive = field(default=512, name="AFPIPE_MAX_INFLIGHT_REQUESTS")
+    max_inflight_requests: Positive = field(default=128, name="AFPIPE_MAX_INFLIGHT_REQUESTS")
     producer_max_pending_events: Positive = field(
         default=20000, name="AFPIPE_PRODUCER_MAX_PENDING_EVENTS"
     )

@@ -50,7 +50,7 @@ class IngestConfig:
         consumer_enabled: bool = True,
         allowed_cidrs: str = "",
         trusted_proxies: str = "",
-        max_inflight_requests: int = 512,
+        max_inflight_requests: int = 128,
     ) -> None:
         self.max_inflight_requests = max_inflight_requests
         self.allowed_networks = parse_networks(allowed_cidrs)
@@ -100,7 +100,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
         if inflight[0] >= config.max_inflight_requests:
             metrics.EVENTS_REJECTED.labels("overloaded").inc()
             await request.get_data(cache=False, parse_form_data=False)
-            headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S), "Connection": "close"}
+            headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)}
             return _error(503, "overloaded: too many requests in flight", headers)
         inflight[0] += 1
         try:
