@@ -123,7 +123,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
             return _error(401, "missing or invalid token", {"Connection": "close"})
         try:
             if request.method == "GET":
-                payloads, is_array = [payload_from_query(request.args.items(multi=False))], False
+                payloads, is_array = [payload_from_query(request.args.items(multi=True))], False
             else:
                 body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
                 assert isinstance(body, bytes)
