@@ -22,7 +22,8 @@ from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
 from afpipe.metrics import InstrumentedQueue, InstrumentedWarehouse
 from afpipe.notify import Notifier
-from afpipe.pipeline.consumer import RELEASE_TIMEOUT_S, ConsumerConfig, serve_consumer
+from afpipe.pipeline.config import RELEASE_TIMEOUT_S, ConsumerConfig
+from afpipe.pipeline.consumer import serve_consumer
 from afpipe.pipeline.secondary import LazyTable, Secondary
 from afpipe.producer import Producer
 from afpipe.queue.base import Queue

@@ -9,7 +9,8 @@ from afpipe.codec import decode_body, encode_body, encode_event
 from afpipe.errors import TransientError
 from afpipe.event import from_payload
 from afpipe.health import Health
-from afpipe.pipeline.consumer import ConsumerConfig, serve_consumer
+from afpipe.pipeline.config import ConsumerConfig
+from afpipe.pipeline.consumer import serve_consumer
 from afpipe.pipeline.secondary import LazyTable, Secondary
 from tests.fakes import FakeQueue, FakeWarehouse
 

@@ -1,0 +1,32 @@
+"""The consumer's tuning and its backoff; shared by the poll loops and the writers."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+
+RECEIVE_MAX_MESSAGES = 10
+RELEASE_TIMEOUT_S = 1.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    pollers: int = 2
+    writers: int = 2
+    channel_messages: int = 20
+    batch_max_rows: int = 1000
+    batch_max_bytes: int = 4 * 1024 * 1024
+    batch_linger_s: float = 1.0
+    visibility_s: int = 120
+    max_receives: int = 10
+    empty_receive_pause_s: float = 1.0
+    # A long poll cut short at shutdown may still claim a message on the server
+    # side, hiding it for visibility_s: shorter waits narrow that window.
+    receive_wait_s: float = 20
+
+
+def backoff_s(attempt: int) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))

@@ -1,0 +1,155 @@
+"""Writers: batch, load into the primary (and secondary), dead-letter rejects, delete."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import trio
+
+from afpipe import metrics
+from afpipe.codec import encode_body, encode_event
+from afpipe.errors import AfpipeError
+from afpipe.event import Event
+from afpipe.health import Health
+from afpipe.pipeline.batching import Batch, Held, events_of
+from afpipe.pipeline.config import ConsumerConfig, backoff_s
+from afpipe.pipeline.inflight import InFlight
+from afpipe.pipeline.secondary import Secondary
+from afpipe.queue.base import Queue, ReceivedMessage
+from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
+
+log = logging.getLogger("afpipe.pipeline")
+
+
+async def writer(
+    queue: Queue,
+    warehouse: Warehouse,
+    secondary: Secondary | None,
+    config: ConsumerConfig,
+    inflight: InFlight,
+    health: Health,
+    receive: trio.MemoryReceiveChannel[Held],
+) -> None:
+    batch = Batch(
+        max_rows=config.batch_max_rows,
+        max_bytes=config.batch_max_bytes,
+        linger_s=config.batch_linger_s,
+    )
+    async with receive:
+        while True:
+            with trio.move_on_at(batch.deadline):
+                try:
+                    held = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+                batch.add(held, trio.current_time())
+                if not batch.full:
+                    continue
+            await _commit(queue, warehouse, secondary, inflight, health, batch.take())
+    if batch:
+        await _commit(queue, warehouse, secondary, inflight, health, batch.take())
+
+
+async def _commit(
+    queue: Queue,
+    warehouse: Warehouse,
+    secondary: Secondary | None,
+    inflight: InFlight,
+    health: Health,
+    items: list[Held],
+) -> None:
+    """Load a batch into the primary (retrying transient failures) and the secondary
+    (if any, concurrently), dead-letter rejects, then delete what is safe to delete."""
+    events = events_of(items)
+    secondary_done: list[tuple[bool, list[Rejected]]] = []
+    async with trio.open_nursery() as nursery:
+        if secondary is not None:
+
+            async def to_secondary() -> None:
+                secondary_done.append(await secondary.deliver(events))
+
+            nursery.start_soon(to_secondary)
+        result = await _load_until_committed(warehouse, health, events)
+    rejected = list(result.rejected)
+    secondary_safe = True
+    if secondary_done:
+        secondary_safe, secondary_rejected = secondary_done[0]
+        rejected += [Rejected(r.event, f"secondary: {r.reason}") for r in secondary_rejected]
+    kept = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
+    done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
+    log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
+    await _delete(queue, inflight, done)
+    # Messages kept back (their rejects found no dead-letter home) must not be
+    # heartbeated forever: let them come back after their visibility timeout.
+    inflight.remove([h.message.receipt_handle for h in items])
+
+
+async def _load_until_committed(
+    warehouse: Warehouse, health: Health, events: list[Event]
+) -> LoadResult:
+    attempt = 0
+    while True:
+        try:
+            result = await warehouse.load(events)
+            health.ok(warehouse.name)
+            return result
+        except AfpipeError as exc:
+            health.failed(warehouse.name)
+            metrics.RETRIES.labels("load").inc()
+            attempt += 1
+            log.warning(
+                "load failed; retrying",
+                extra={"warehouse": warehouse.name, "error": str(exc), "attempt": attempt},
+            )
+            await trio.sleep(backoff_s(attempt))
+
+
+async def _dead_letter_rejected(
+    queue: Queue, items: list[Held], rejected: Sequence[Rejected]
+) -> set[str]:
+    """Dead-letter rejected events per source message; ids of messages safe to delete."""
+    by_id = {r.event.id: r for r in rejected}
+    deletable = set()
+    for held in items:
+        mine = [by_id[e.id] for e in held.events if e.id in by_id]
+        if mine and not await _keep_rejected(queue, held.message, mine):
+            continue
+        deletable.add(held.message.message_id)
+    return deletable
+
+
+async def _keep_rejected(queue: Queue, message: ReceivedMessage, mine: list[Rejected]) -> bool:
+    reasons: dict[str, list[Rejected]] = defaultdict(list)
+    for item in mine:
+        reasons[item.reason].append(item)
+    for reason, group in reasons.items():
+        body = encode_body([encode_event(r.event.payload) for r in group])
+        metrics.DEAD_LETTERED.labels("event").inc(len(group))
+        log.error(
+            "warehouse rejected events",
+            extra={"events": [r.event.id for r in group], "reason": reason},
+        )
+        try:
+            if not await queue.dead_letter(message, f"rejected by warehouse: {reason}", body):
+                return False
+        except AfpipeError as exc:
+            log.warning("dead-letter failed", extra={"error": str(exc)})
+            return False
+    return True
+
+
+async def _delete(queue: Queue, inflight: InFlight, handles: list[str]) -> None:
+    if not handles:
+        return
+    for attempt in range(1, 4):
+        try:
+            await queue.delete(handles)
+            break
+        except AfpipeError as exc:
+            # Not fatal: the messages come back and their events are deduplicated.
+            log.warning("delete failed", extra={"error": str(exc), "attempt": attempt})
+            metrics.RETRIES.labels("delete").inc()
+            await trio.sleep(backoff_s(attempt))
+    inflight.remove(handles)
