@@ -54,12 +54,14 @@ class Result:
     unsent_rows: int = 0
     recovery_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # anything else that fails the case
     skipped: str = ""
 
     @property
     def passed(self) -> bool:
         return not self.skipped and (
-            self.lost == 0
+            not self.problems
+            and self.lost == 0
             and self.duplicates == 0
             and self.dead_without_reason == 0
             and self.unsent_rows == 0
@@ -238,8 +240,11 @@ async def _stop_daemon(daemon: Daemon, result: Result) -> None:
         code = await daemon.wait()
         if code != 0:
             result.notes.append(f"exit code {code} after SIGTERM")
+            result.problems.append(f"exit code {code} after SIGTERM")
+            print(f"--- afpipe output (exit {code}) ---\n{daemon.output()}")
         return
     result.notes.append("did not exit within 30 s of SIGTERM")
+    result.problems.append("did not exit within 30 s of SIGTERM")
 
 
 async def _under_load(
@@ -314,6 +319,9 @@ async def case_sigterm(ctx: Env) -> Result:
                 daemon.signal(signal.SIGTERM)
                 code = await daemon.wait()
                 result.notes.append(f"drain: exit {code} in {trio.current_time() - start:.1f} s")
+                if code != 0:
+                    result.problems.append(f"drain exit {code}")
+                    print(f"--- afpipe output (drain exit {code}) ---\n{daemon.output()}")
             async with afpipe_process(setup.data_dir, setup.env) as daemon:
                 await trio.sleep(3)
                 start = trio.current_time()
