@@ -27,6 +27,7 @@ from afpipe.pipeline.consumer import serve_consumer
 from afpipe.pipeline.secondary import LazyTable, Secondary
 from afpipe.producer import Producer
 from afpipe.queue.base import Queue
+from afpipe.warehouse.base import Warehouse
 
 log = logging.getLogger("afpipe")
 
@@ -92,14 +93,16 @@ async def run(
         )
         await queue.ping()
         warehouse = None
-        secondary = retry_queue = None
+        secondary = retry_queue = secondary_warehouse = None
         if consume:
             warehouse = InstrumentedWarehouse(
                 await stack.enter_async_context(backends.open_warehouse(settings, aws))
             )
             await warehouse.ensure_table()
             if settings.secondary_redshift_enabled:
-                secondary, retry_queue = await _open_secondary(stack, settings, aws)
+                secondary, retry_queue, secondary_warehouse = await _open_secondary(
+                    stack, settings, aws
+                )
         async with trio.open_nursery() as outer:
             outer.start_soon(_watch_signals, drain, outer.cancel_scope, exit_)
             with trio.CancelScope() as work_scope:
@@ -116,13 +119,13 @@ async def run(
                             health,
                             secondary,
                         )
-                    if secondary is not None and retry_queue is not None:
+                    if secondary_warehouse is not None and retry_queue is not None:
                         # Its own poller group loads missed events into the secondary
                         # only; its health is not the daemon's readiness.
                         await work.start(
                             serve_consumer,
                             retry_queue,
-                            LazyTable(secondary.warehouse, drains_backlog=True),
+                            LazyTable(secondary_warehouse, drains_backlog=True),
                             consumer_config(settings),
                             stop_consumer,
                             Health(settings.ready_fail_after_s),
@@ -171,7 +174,8 @@ async def run(
 
 async def _open_secondary(
     stack: AsyncExitStack, settings: Settings, aws: AwsClient | None
-) -> tuple[Secondary, Queue | None]:
+) -> tuple[Secondary, Queue | None, Warehouse]:
+    """The secondary sink, its retry queue (if any) and the secondary warehouse itself."""
     warehouse = InstrumentedWarehouse(
         await stack.enter_async_context(backends.open_warehouse(settings, aws, "secondary"))
     )
@@ -190,7 +194,7 @@ async def _open_secondary(
         timeout_s=settings.secondary_timeout_s,
         body_limit_bytes=backends.body_limit_bytes(settings),
     )
-    return secondary, retry_queue
+    return secondary, retry_queue, warehouse
 
 
 async def _start_ingest(

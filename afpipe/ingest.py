@@ -78,6 +78,20 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json(status, {"success": False, "error": message}, headers)
 
 
+CLOSE = {"Connection": "close"}
+
+
+async def _refuse(status: int, reason: str, message: str, headers: dict[str, str]) -> Response:
+    """Refuse a webhook request before any work, counted by ``reason``.
+
+    The body is read first: replying mid-upload leaves a keep-alive connection
+    with unread bytes in front of the next request.
+    """
+    metrics.EVENTS_REJECTED.labels(reason).inc()
+    await request.get_data(cache=False, parse_form_data=False)
+    return _error(status, message, headers)
+
+
 def create_app(producer: Producer, health: Health, config: IngestConfig) -> QuartTrio:
     app = QuartTrio("afpipe")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -98,10 +112,10 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
         # Shed before any work: under CPU overload the producer's own bound is never
         # reached, requests would just queue up in memory and in the kernel.
         if inflight[0] >= config.max_inflight_requests:
-            metrics.EVENTS_REJECTED.labels("overloaded").inc()
-            await request.get_data(cache=False, parse_form_data=False)
             headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)}
-            return _error(503, "overloaded: too many requests in flight", headers)
+            return await _refuse(
+                503, "overloaded", "overloaded: too many requests in flight", headers
+            )
         inflight[0] += 1
         try:
             return await handle_webhook()
@@ -110,17 +124,11 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
 
     async def handle_webhook() -> Response:
         if config.allowed_networks and not _source_allowed():
-            metrics.EVENTS_REJECTED.labels("forbidden").inc()
-            await request.get_data(cache=False, parse_form_data=False)
-            return _error(403, "source address not allowed", {"Connection": "close"})
+            return await _refuse(403, "forbidden", "source address not allowed", CLOSE)
         if config.token and not token_matches(
             config.token, request.headers.get(config.token_header)
         ):
-            # Answer only after the body is read: replying mid-upload leaves a
-            # keep-alive connection with unread bytes for the next request.
-            await request.get_data(cache=False, parse_form_data=False)
-            metrics.EVENTS_REJECTED.labels("unauthorized").inc()
-            return _error(401, "missing or invalid token", {"Connection": "close"})
+            return await _refuse(401, "unauthorized", "missing or invalid token", CLOSE)
         try:
             if request.method == "GET":
                 payloads, is_array = [payload_from_query(request.args.items(multi=True))], False

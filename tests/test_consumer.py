@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -385,3 +385,32 @@ async def test_a_crashing_warehouse_is_not_swallowed(
             await trio.sleep_forever()
     assert queue.deleted == []
     assert [c.timeout_s for c in queue.visibility_calls] == [0]  # released on the way out
+
+
+class _DeleteOnly:
+    """Just enough of a queue for the writers' delete step."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def delete(self, receipt_handles: Sequence[str]) -> None:
+        self.calls += 1
+        await trio.lowlevel.checkpoint()
+        raise self.error
+
+
+async def test_delete_retries_transient_failures_but_not_permanent_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from afpipe.errors import PermanentError
+    from afpipe.pipeline import writing
+
+    refused = _DeleteOnly(PermanentError("ReceiptHandleIsInvalid"))
+    start = trio.current_time()
+    await writing._delete(refused, ["h1"])  # type: ignore[arg-type]
+    assert refused.calls == 1 and trio.current_time() == start
+
+    flaky = _DeleteOnly(TransientError("throttled"))
+    await writing._delete(flaky, ["h1"])  # type: ignore[arg-type]
+    assert flaky.calls == 3  # bounded: the messages come back and dedupe

@@ -69,7 +69,7 @@ async def serve_consumer(
                 # Pick up what the producer flushed while draining (bounded: one
                 # receive per poller), then close the channel: writers end.
                 log.info("consumer draining", extra={"held": len(inflight)})
-                await final_sweep(queue, config, inflight, health, send)
+                await final_sweep(queue, config, inflight, send)
         outer.cancel_scope.cancel()
 
 

@@ -84,7 +84,6 @@ async def final_sweep(
     queue: Queue,
     config: ConsumerConfig,
     inflight: InFlight,
-    health: Health,
     send: trio.MemorySendChannel[Held],
 ) -> None:
     for _ in range(config.pollers):

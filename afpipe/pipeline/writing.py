@@ -10,7 +10,7 @@ import trio
 
 from afpipe import metrics
 from afpipe.codec import encode_body, encode_event
-from afpipe.errors import AfpipeError
+from afpipe.errors import AfpipeError, PermanentError
 from afpipe.event import Event
 from afpipe.health import Health
 from afpipe.pipeline.batching import Batch, Held, events_of
@@ -80,7 +80,7 @@ async def _commit(
     kept = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
     done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
     log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
-    await _delete(queue, inflight, done)
+    await _delete(queue, done)
     # Messages kept back (their rejects found no dead-letter home) must not be
     # heartbeated forever: let them come back after their visibility timeout.
     inflight.remove([h.message.receipt_handle for h in items])
@@ -140,16 +140,19 @@ async def _keep_rejected(queue: Queue, message: ReceivedMessage, mine: list[Reje
     return True
 
 
-async def _delete(queue: Queue, inflight: InFlight, handles: list[str]) -> None:
+async def _delete(queue: Queue, handles: list[str]) -> None:
+    """Delete committed messages; a failure is not fatal: they come back and their
+    events are deduplicated."""
     if not handles:
         return
     for attempt in range(1, 4):
         try:
             await queue.delete(handles)
-            break
+            return
+        except PermanentError as exc:  # e.g. a stale receipt handle: retrying cannot help
+            log.warning("delete refused", extra={"error": str(exc)})
+            return
         except AfpipeError as exc:
-            # Not fatal: the messages come back and their events are deduplicated.
             log.warning("delete failed", extra={"error": str(exc), "attempt": attempt})
             metrics.RETRIES.labels("delete").inc()
             await trio.sleep(backoff_s(attempt))
-    inflight.remove(handles)
