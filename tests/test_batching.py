@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from afpipe.event import Event, from_payload
 from afpipe.pipeline.batching import Batch, Held, events_of
 from afpipe.queue.base import ReceivedMessage
 
 
-def held(body: str, *events: Event, message_id: str = "m") -> Held:
+def held(body: str, *events: Event, message_id: str = "m", alone: bool = False) -> Held:
     message = ReceivedMessage(message_id, f"{message_id}-handle", body, 1, 0.0)
-    return Held(message=message, events=list(events))
+    return Held(message=message, events=list(events), alone=alone)
 
 
 def some_events(count: int, tag: str = "") -> list[Event]:
@@ -83,3 +85,30 @@ def test_events_of_keeps_order_and_each_id_once() -> None:
     ]
     assert events_of(items) == [one, two, three]
     assert events_of([]) == []
+
+
+def test_a_message_loaded_alone_is_a_full_batch_by_itself() -> None:
+    batch = Batch(max_rows=1000, max_bytes=10_000, linger_s=1.0)
+    worn = held("w", *some_events(1, "w"), message_id="w", alone=True)
+    assert batch.fits(worn)
+    batch.add(worn, now=0.0)
+    assert batch.full  # at once: no linger, nothing else joins
+    other = held("a", *some_events(1, "a"), message_id="a")
+    assert not batch.fits(other)
+    with pytest.raises(ValueError, match="alone"):
+        batch.add(other, now=0.0)
+    assert batch.take() == [worn]
+    assert not batch.full
+
+
+def test_a_message_loaded_alone_joins_no_started_batch() -> None:
+    batch = Batch(max_rows=1000, max_bytes=10_000, linger_s=1.0)
+    first = held("a", *some_events(1, "a"), message_id="a")
+    batch.add(first, now=0.0)
+    worn = held("w", *some_events(1, "w"), message_id="w", alone=True)
+    assert not batch.fits(worn)
+    with pytest.raises(ValueError, match="alone"):
+        batch.add(worn, now=0.0)
+    assert batch.fits(held("b", *some_events(1, "b"), message_id="b"))  # others still do
+    assert batch.take() == [first]
+    assert batch.fits(worn)

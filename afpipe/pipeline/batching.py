@@ -2,6 +2,11 @@
 
 A batch only ever holds whole messages, so "delete after commit" is simply
 "delete every message of a batch once the batch is committed".
+
+A message marked ``alone`` (received more than AFPIPE_MAX_RECEIVES times, see
+``afpipe.pipeline.polling``) is a batch of its own: it joins only an empty batch,
+nothing joins it, and it is full at once. If it is what keeps crashing the
+process, its load no longer takes other messages' rows down with it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from afpipe.queue.base import ReceivedMessage
 
 
 class Held(msgspec.Struct, frozen=True):
-    """A received message and its decoded events."""
+    """A received message and its decoded events; ``alone``: load it in a batch of its own."""
 
     message: ReceivedMessage
     events: list[Event]
+    alone: bool = False
 
     @property
     def size_bytes(self) -> int:
@@ -35,7 +41,13 @@ class Batch:
         self.size_bytes = 0
         self.deadline = math.inf  # when the batch must be flushed (clock of the caller)
 
+    def fits(self, held: Held) -> bool:
+        """Whether ``held`` may join this batch (a message loaded alone shares with none)."""
+        return not self.items or not (held.alone or self.items[0].alone)
+
     def add(self, held: Held, now: float) -> None:
+        if not self.fits(held):
+            raise ValueError("a message loaded alone shares its batch with no other")
         if not self.items:
             self.deadline = now + self.linger_s
         self.items.append(held)
@@ -44,6 +56,8 @@ class Batch:
 
     @property
     def full(self) -> bool:
+        if self.items and self.items[0].alone:
+            return True
         return self.rows >= self.max_rows or self.size_bytes >= self.max_bytes
 
     def take(self) -> list[Held]:

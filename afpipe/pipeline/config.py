@@ -20,7 +20,9 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_bytes: int = 4 * 1024 * 1024
     batch_linger_s: float = 1.0
     visibility_s: int = 120
-    max_receives: int = 10
+    # Default = AFPIPE_MAX_RECEIVES's (afpipe.config.Settings), so the two cannot disagree.
+    # Past it a message is loaded alone; past twice it, dead-lettered (pipeline.polling).
+    max_receives: int = 5
     empty_receive_pause_s: float = 1.0
     # A long poll cut short at shutdown may still claim a message on the server
     # side, hiding it for visibility_s: shorter waits narrow that window.

@@ -1,4 +1,25 @@
-"""Poll loops: receive, decode, dead-letter poison, forward to the writers."""
+"""Poll loops: receive, decode, dead-letter poison, forward to the writers.
+
+The receive count alone cannot tell a message that crashes the process from a
+daemon that was restarted (or killed) while holding it: every release or crash
+counts one more receive. So, with ``n = max_receives`` (AFPIPE_MAX_RECEIVES)
+and ``k`` the message's receive count (1 on its first receive):
+
+- ``k <= n``: batched with other messages, as usual;
+- ``n < k <= 2n``: loaded alone, in a batch of its own (``Held.alone``); if that
+  load commits, the message is deleted like any other, its rejected events
+  dead-lettered per event with the warehouse's reason;
+- ``k > 2n``: dead-lettered whole, unloaded, with a reason naming
+  AFPIPE_MAX_RECEIVES: its receives n+1 to 2n were each to load it alone and
+  none committed, so it is taken to be what kills the process (the cap ends
+  the crash loop).
+
+So with the default n = 5, receives 6 to 10 are loaded alone and receive 11 is
+dead-lettered. A crash still counts a receive for every message held at that
+moment, so a good message held over and over beside a real killer can reach the
+cap too; loading alone narrows that, it does not close it. An undecodable
+message is dead-lettered at once, whatever its count.
+"""
 
 from __future__ import annotations
 
@@ -117,17 +138,27 @@ async def _forward(
 async def _admit(
     queue: Queue, config: ConsumerConfig, inflight: InFlight, message: ReceivedMessage
 ) -> Held | None:
-    """Decode ``message``; a poison or worn-out one goes to the dead letters."""
+    """Decode ``message``; dead-letter poison, mark a much-received one to load alone."""
     try:
         events = decode_body(message.body)
     except DecodeError as exc:
         await _dead_letter_message(queue, inflight, message, f"undecodable: {exc}")
         return None
-    if message.receive_count > config.max_receives:
-        reason = f"received {message.receive_count} times (AFPIPE_MAX_RECEIVES)"
+    count, limit = message.receive_count, config.max_receives
+    if count > 2 * limit:
+        reason = (
+            f"received {count} times, more than twice AFPIPE_MAX_RECEIVES ({limit}):"
+            f" tried alone since receive {limit + 1}, never committed"
+        )
         await _dead_letter_message(queue, inflight, message, reason)
         return None
-    return Held(message=message, events=events)
+    alone = count > limit
+    if alone:
+        log.warning(
+            "loading message alone: received more than AFPIPE_MAX_RECEIVES times",
+            extra={"message_id": message.message_id, "receive_count": count, "max_receives": limit},
+        )
+    return Held(message=message, events=events, alone=alone)
 
 
 async def _dead_letter_message(

@@ -1,4 +1,11 @@
-"""Writers: batch, load into the primary (and secondary), dead-letter rejects, delete."""
+"""Writers: batch, load into the primary (and secondary), dead-letter rejects, delete.
+
+A message the poll loop marked ``alone`` (received more than AFPIPE_MAX_RECEIVES
+times) is committed in a load of its own: the batch lingering in the writer is
+committed first, without it, then the message alone, through the same ``_commit``
+as any batch (its rejected events are dead-lettered with the warehouse's reason,
+the rest commit, then it is deleted).
+"""
 
 from __future__ import annotations
 
@@ -37,19 +44,28 @@ async def writer(
         max_bytes=config.batch_max_bytes,
         linger_s=config.batch_linger_s,
     )
+
+    async def flush() -> None:
+        await _commit(queue, warehouse, secondary, inflight, health, batch.take())
+
     async with receive:
         while True:
+            held: Held | None = None  # stays None when the linger ran out
             with trio.move_on_at(batch.deadline):
                 try:
                     held = await receive.receive()
                 except trio.EndOfChannel:
                     break
+            if held is not None:
+                if not batch.fits(held):
+                    # Commit what came before first: if the message loaded alone
+                    # crashes the process, those are already deleted.
+                    await flush()
                 batch.add(held, trio.current_time())
-                if not batch.full:
-                    continue
-            await _commit(queue, warehouse, secondary, inflight, health, batch.take())
+            if held is None or batch.full:
+                await flush()
     if batch:
-        await _commit(queue, warehouse, secondary, inflight, health, batch.take())
+        await flush()
 
 
 async def _commit(
@@ -80,6 +96,11 @@ async def _commit(
     kept = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
     done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
     log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
+    if len(items) == 1 and items[0].alone:
+        log.info(
+            "message loaded alone committed",
+            extra={"message_id": items[0].message.message_id, "deleted": bool(done)},
+        )
     await _delete(queue, done)
     # Messages kept back (their rejects found no dead-letter home) must not be
     # heartbeated forever: let them come back after their visibility timeout.
