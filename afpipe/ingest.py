@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from functools import partial
 from typing import Any
 
@@ -13,59 +12,19 @@ import trio
 import trio.lowlevel
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from afpipe import __version__, metrics
-from afpipe.errors import AfpipeError, Overloaded
 from afpipe.health import Health
 from afpipe.http_observer import HttpObserver
-from afpipe.producer import Producer, wait_ticket
-from afpipe.sources import allowed, parse_networks
-from afpipe.webhook import (
-    BadRequest,
-    encode_all,
-    payload_from_query,
-    payloads_from_json,
-    token_matches,
-)
+from afpipe.producer import Producer
+from afpipe.webhook_asgi import WEBHOOK, IngestConfig, Webhook, now_iso
 
 log = logging.getLogger("afpipe.ingest")
 
-WEBHOOK = "/webhook/appsflyer"
-RETRY_AFTER_OVERLOADED_S = 1
-RETRY_AFTER_UNAVAILABLE_S = 5
-
-
-class IngestConfig:
-    def __init__(
-        self,
-        *,
-        max_body_bytes: int,
-        max_message_bytes: int,
-        enqueue_timeout_s: float,
-        token: str = "",
-        token_header: str = "Authorization",
-        consumer_enabled: bool = True,
-        allowed_cidrs: str = "",
-        trusted_proxies: str = "",
-        max_inflight_requests: int = 128,
-    ) -> None:
-        self.max_inflight_requests = max_inflight_requests
-        self.allowed_networks = parse_networks(allowed_cidrs)
-        self.trusted_proxies = parse_networks(trusted_proxies)
-        self.max_body_bytes = max_body_bytes
-        self.max_message_bytes = max_message_bytes
-        self.enqueue_timeout_s = enqueue_timeout_s
-        self.token = token
-        self.token_header = token_header
-        self.consumer_enabled = consumer_enabled
-
-
-def _now_iso() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+__all__ = ["WEBHOOK", "IngestConfig", "create_app", "hypercorn_config", "serve_ingest"]
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -78,94 +37,31 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json(status, {"success": False, "error": message}, headers)
 
 
-CLOSE = {"Connection": "close"}
+class IngestApp:
+    """The ASGI app hypercorn serves: the webhook on its fast path, the rest on Quart."""
+
+    def __init__(self, webhook: Webhook, rest: QuartTrio) -> None:
+        self.webhook = webhook
+        self.rest = rest
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK:
+            await self.webhook(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
 
 
-async def _refuse(status: int, reason: str, message: str, headers: dict[str, str]) -> Response:
-    """Refuse a webhook request before any work, counted by ``reason``.
-
-    The body is read first: replying mid-upload leaves a keep-alive connection
-    with unread bytes in front of the next request.
-    """
-    metrics.EVENTS_REJECTED.labels(reason).inc()
-    await request.get_data(cache=False, parse_form_data=False)
-    return _error(status, message, headers)
-
-
-def create_app(producer: Producer, health: Health, config: IngestConfig) -> QuartTrio:
+def create_app(producer: Producer, health: Health, config: IngestConfig) -> IngestApp:
     app = QuartTrio("afpipe")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 30
+    app.config["BODY_TIMEOUT"] = config.body_timeout_s
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 413:
-            metrics.EVENTS_REJECTED.labels("too_large").inc()
             return _error(413, f"request body exceeds {config.max_body_bytes} bytes")
         return _error(status, exc.description or exc.name)
-
-    inflight = [0]  # webhook requests being handled
-
-    @app.route(WEBHOOK, methods=["POST", "GET"])
-    async def webhook() -> Response:
-        # Shed before any work: under CPU overload the producer's own bound is never
-        # reached, requests would just queue up in memory and in the kernel.
-        if inflight[0] >= config.max_inflight_requests:
-            headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)}
-            return await _refuse(
-                503, "overloaded", "overloaded: too many requests in flight", headers
-            )
-        inflight[0] += 1
-        try:
-            return await handle_webhook()
-        finally:
-            inflight[0] -= 1
-
-    async def handle_webhook() -> Response:
-        if config.allowed_networks and not _source_allowed():
-            return await _refuse(403, "forbidden", "source address not allowed", CLOSE)
-        if config.token and not token_matches(
-            config.token, request.headers.get(config.token_header)
-        ):
-            return await _refuse(401, "unauthorized", "missing or invalid token", CLOSE)
-        try:
-            if request.method == "GET":
-                payloads, is_array = [payload_from_query(request.args.items(multi=True))], False
-            else:
-                body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-                assert isinstance(body, bytes)
-                payloads, is_array = payloads_from_json(body)
-            events = encode_all(payloads, config.max_message_bytes)
-        except BadRequest as exc:
-            reason = "too_large" if exc.status == 413 else "bad_request"
-            metrics.EVENTS_REJECTED.labels(reason).inc()
-            return _error(exc.status, str(exc))
-        try:
-            ticket = producer.submit(events)
-            message_ids = await wait_ticket(ticket, config.enqueue_timeout_s)
-        except Overloaded as exc:
-            metrics.EVENTS_REJECTED.labels("overloaded").inc()
-            return _error(503, f"overloaded: {exc}", {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)})
-        except AfpipeError as exc:
-            metrics.EVENTS_REJECTED.labels("queue_unavailable").inc()
-            return _error(
-                503, f"queue unavailable: {exc}", {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
-            )
-        metrics.EVENTS_ACCEPTED.inc(len(events))
-        answer: dict[str, Any] = {"success": True, "messageId": message_ids[0]}
-        if is_array:
-            answer["eventIds"] = [e.id for e in events]
-            answer["messageIds"] = message_ids
-        else:
-            answer["eventId"] = events[0].id
-        answer["timestamp"] = _now_iso()
-        return _json(200, answer)
-
-    def _source_allowed() -> bool:
-        peer = request.scope.get("client") or ("", 0)
-        forwarded = request.headers.get("X-Forwarded-For")
-        return allowed(str(peer[0]), forwarded, config.allowed_networks, config.trusted_proxies)
 
     @app.route("/health")
     async def health_route() -> Response:
@@ -173,7 +69,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
             200,
             {
                 "status": "ok",
-                "timestamp": _now_iso(),
+                "timestamp": now_iso(),
                 "consumer": "enabled" if config.consumer_enabled else "disabled",
             },
         )
@@ -200,7 +96,7 @@ def create_app(producer: Producer, health: Health, config: IngestConfig) -> Quar
             },
         )
 
-    return app
+    return IngestApp(Webhook(producer, config), app)
 
 
 def _bind(host: str, port: int) -> str:
@@ -244,7 +140,7 @@ def hypercorn_config(
 
 
 async def serve_ingest(
-    app: QuartTrio,
+    app: IngestApp,
     config: HypercornConfig,
     shutdown: trio.Event,
     access_log_sample: float = 1.0,

@@ -29,7 +29,7 @@ def payloads_from_json(body: bytes) -> tuple[list[dict[str, Any]], bool]:
         raise BadRequest(400, "request body is empty")
     try:
         value = _decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"invalid JSON: {exc}") from exc
     if isinstance(value, dict):
         payloads = [value]

@@ -97,9 +97,9 @@ async def ingest(
         max_message_bytes=MAX_MESSAGE_BYTES,
         enqueue_timeout_s=5,
         token=token,
+        body_timeout_s=body_timeout_s,
     )
     app = create_app(producer, health, config)
-    app.config["BODY_TIMEOUT"] = body_timeout_s
     hconfig = hypercorn_config("127.0.0.1", 0, 2)
     hconfig.read_timeout = read_timeout_s
     hconfig.keep_alive_timeout = keep_alive_timeout_s

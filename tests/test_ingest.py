@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 import trio
 
 from afpipe.errors import TransientError
@@ -42,6 +44,8 @@ async def running(
     max_pending: int = 100,
     enqueue_timeout_s: float = 5,
     max_inflight: int = 100,
+    token: str = "",
+    token_header: str = "Authorization",
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Health, Producer]]:
     health = Health(fail_after_s=30)
     producer = Producer(
@@ -59,6 +63,8 @@ async def running(
             max_message_bytes=64 * 1024,
             enqueue_timeout_s=enqueue_timeout_s,
             max_inflight_requests=max_inflight,
+            token=token,
+            token_header=token_header,
         ),
     )
     stop = trio.Event()
@@ -188,3 +194,97 @@ async def test_too_many_requests_in_flight_are_shed_before_any_work() -> None:
                 queue.gate.set()
     assert statuses == {1: 200, 2: 503}
     assert len(queue.sent) == 1  # the shed request enqueued nothing
+
+
+# --- the webhook's own HTTP handling (it is served without Quart) ----------------------------
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+async def test_other_methods_get_405_with_allow_and_enqueue_nothing(method: str) -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, _):
+            response = await client.request(method, "/webhook/appsflyer", content=b'{"a":"b"}')
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+    if method != "HEAD":
+        assert response.json() == {"success": False, "error": "method not allowed: use POST or GET"}
+    assert queue.sent == []
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_a_chunked_body_is_bounded_like_a_declared_one() -> None:
+    """Without Content-Length the limit is enforced while reading: 413, nothing enqueued."""
+    queue = ScriptedQueue()
+    event = json.dumps({"event_name": "install", "n": 1}).encode()
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, _):
+            small = await client.post("/webhook/appsflyer", content=_chunks(event[:5], event[5:]))
+            big = await client.post(
+                "/webhook/appsflyer", content=_chunks(b'{"x": "', b"y" * 20_000, b'"}')
+            )
+    assert small.status_code == 200 and small.json()["success"] is True
+    assert big.status_code == 413 and "exceeds 16384 bytes" in big.json()["error"]
+    assert big.headers["Connection"] == "close"
+    assert len(queue.sent) == 1
+
+
+async def test_a_body_declared_far_over_the_limit_is_refused_before_it_is_sent() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, _):
+            host, port = str(client.base_url.host), client.base_url.port
+            assert port is not None
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(
+                    b"POST /webhook/appsflyer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{"
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive_some(65536)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in answer.lower()
+    assert queue.sent == []
+
+
+async def test_a_bug_in_the_webhook_answers_500_json_and_enqueues_nothing() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue) as (client, _, producer):
+
+            def broken(events: object) -> None:
+                raise RuntimeError("injected")
+
+            producer.submit = broken  # type: ignore[method-assign,assignment]
+            response = await client.post("/webhook/appsflyer", json={"n": 1})
+            health = await client.get("/health")  # the server is still up
+    assert response.status_code == 500
+    assert response.json() == {"success": False, "error": "internal error"}
+    assert health.status_code == 200
+    assert queue.sent == []
+
+
+async def test_the_token_header_name_is_case_insensitive_and_repeats_are_not_a_bypass() -> None:
+    queue = ScriptedQueue()
+    with trio.fail_after(20):
+        async with running(queue, token="s3cret", token_header="X-AF-Token") as (client, _, _):
+            ok = await client.post(
+                "/webhook/appsflyer", json={"n": 1}, headers={"x-af-token": "s3cret"}
+            )
+            wrong = await client.post(
+                "/webhook/appsflyer", json={"n": 2}, headers={"X-AF-TOKEN": "nope"}
+            )
+            doubled = await client.post(
+                "/webhook/appsflyer",
+                json={"n": 3},
+                headers=[("X-AF-Token", "nope"), ("X-AF-Token", "s3cret")],
+            )
+    assert ok.status_code == 200
+    assert wrong.status_code == 401 and doubled.status_code == 401
+    assert len(queue.sent) == 1

@@ -42,6 +42,7 @@ def test_array_of_one_is_still_an_array() -> None:
         (b'{"a": 1', "invalid JSON"),
         (b'{"a": 1} trailing', "invalid JSON"),
         (b"\xff\xfe", "invalid JSON"),
+        (b'{"a": "\xc3("}', "invalid JSON"),  # invalid UTF-8 inside a string
         (b'{"a": "\\ud800"}', "invalid JSON"),  # a lone surrogate cannot round-trip
         (b"[" * 100_000 + b"]" * 100_000, "invalid JSON"),
         (b"[]", "array is empty"),
