@@ -51,14 +51,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def report(title: str, body: str) -> None:
-    """Print ``body`` and append it, with command, machine and date, to docs/benchmarks.md."""
+def report(title: str, body: str, *, write: bool = True) -> None:
+    """Print ``body`` and append it (unless ``write`` is False, e.g. ``--no-doc``), with
+    command, machine and date, to docs/benchmarks.md."""
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"\n### {title} — {when}\n\n"
         f"- command: `{command_line()}`\n- machine: {machine()}\n\n{body}\n"
     )
     print(section)
+    if not write:
+        return
     DOC.parent.mkdir(parents=True, exist_ok=True)
     if not DOC.exists():
         DOC.write_text("# afpipe benchmarks\n\nResults appended by `bench/` scripts.\n")
@@ -82,6 +85,30 @@ def proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (e.g. the AFPIPE_WORKERS processes)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its direct children (those still running)."""
+    total = proc_cpu_s(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += proc_cpu_s(child)
+    return total
 
 
 def proc_mem_kb(pid: int, key: str) -> int:
@@ -141,7 +168,14 @@ def base_env(overrides: Mapping[str, str]) -> dict[str, str]:
 class Server:
     """A child server process on a free port, pinned to ``SERVER_CORE``, output to a file."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], health: str) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        health: str,
+        *,
+        cores: set[int] | None = None,
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="afpipe-bench-"))
         self.log = self.dir / "server.log"
@@ -150,7 +184,11 @@ class Server:
             self.proc = subprocess.Popen(
                 list(argv), env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir
             )
-        pin(self.proc.pid, SERVER_CORE)
+        if cores is None:
+            pin(self.proc.pid, SERVER_CORE)
+        else:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self.proc.pid, cores)
         try:
             wait_http(self.port, health, self.proc, self.log)
         except BaseException:
@@ -166,10 +204,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_s(self) -> float:
-        return proc_cpu_s(self.pid)
+        return tree_cpu_s(self.pid)
 
     def peak_rss_mb(self) -> float:
-        return proc_mem_kb(self.pid, "VmHWM") / 1024
+        """The largest peak RSS among the process and its children."""
+        peaks = [proc_mem_kb(self.pid, "VmHWM")]
+        for child in children(self.pid):
+            with contextlib.suppress(OSError):
+                peaks.append(proc_mem_kb(child, "VmHWM"))
+        return max(peaks) / 1024
 
     def rss_mb(self) -> float:
         return proc_mem_kb(self.pid, "VmRSS") / 1024
@@ -192,8 +235,8 @@ class Server:
             self.proc.wait(10)
 
 
-def afpipe_server(env: Mapping[str, str]) -> Server:
-    return Server([sys.executable, "-m", "afpipe", "serve"], env, "/health")
+def afpipe_server(env: Mapping[str, str], *, cores: set[int] | None = None) -> Server:
+    return Server([sys.executable, "-m", "afpipe", "serve"], env, "/health", cores=cores)
 
 
 @contextlib.contextmanager
