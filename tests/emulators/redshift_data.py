@@ -6,6 +6,8 @@ on DuckDB translated from the Redshift dialect with the behaviour that matters t
 a loader: primary keys not enforced, VARCHAR lengths in bytes, backslash escapes
 in string literals, SUPER/JSON_PARSE, the 100 KB SQL limit, parameter rules,
 atomic batches, serializable-isolation conflicts, throttling and injected faults.
+COPY loads gzip'd JSON from S3 (`Settings.s3_endpoint_url`, moto in the tests;
+see redshift/copy_sql.py for the options it takes).
 
     with RedshiftDataEmulator() as emu:
         client = boto3.client("redshift-data", endpoint_url=emu.url, ...)
@@ -27,6 +29,7 @@ from tests.emulators.redshift.engine import Database
 from tests.emulators.redshift.faults import DEFAULT_RATE_LIMITS, Faults, StatementFault
 from tests.emulators.redshift.http import Server
 from tests.emulators.redshift.runner import Runner
+from tests.emulators.redshift.s3 import S3Reader
 from tests.emulators.redshift.settings import (
     TEST_ACCESS_KEY,
     TEST_CLUSTER,
@@ -73,7 +76,11 @@ class RedshiftDataEmulator:
         self._store = StatementStore(self.settings.max_retained_statements)
         self._crashes: list[BaseException] = []
         self._runner = Runner(
-            self._db, self._faults, wlm_slots=self.settings.wlm_slots, on_crash=self._crashes.append
+            self._db,
+            self._faults,
+            wlm_slots=self.settings.wlm_slots,
+            on_crash=self._crashes.append,
+            s3=S3Reader(self.settings),
         )
         api = Api(self.settings, self._store, self._runner, self._faults)
         self._server = Server((host, port), api, self._faults, self.settings)
@@ -211,10 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-key", default=TEST_ACCESS_KEY)
     parser.add_argument("--secret-key", default=TEST_SECRET_KEY)
     parser.add_argument("--database-path", default=None)
+    parser.add_argument("--s3-endpoint-url", default=None, help="where COPY reads S3 objects")
     parser.add_argument("--quotas", action="store_true", help="enforce the default rate limits")
     args = parser.parse_args(argv)
     settings = Settings(
-        access_key=args.access_key, secret_key=args.secret_key, database_path=args.database_path
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+        database_path=args.database_path,
+        s3_endpoint_url=args.s3_endpoint_url,
     )
     stop = threading.Event()
 

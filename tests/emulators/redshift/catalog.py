@@ -1,6 +1,7 @@
 """What every emulator database starts with: the `public` schema, macros for the
-Redshift functions DuckDB lacks, and an `information_schema.columns` view that
-speaks Redshift's type names (translate.py routes catalog queries to it)."""
+Redshift functions DuckDB lacks, an `information_schema.columns` view that
+speaks Redshift's type names and COPY's `sys_load_error_detail` (translate.py
+routes catalog queries to them)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ SETUP_SQL = (
         WHEN json_valid(text) THEN json(text)
         ELSE error('JSON parsing error') END""",
     "CREATE MACRO main.rs_json_serialize(value) AS CAST(value AS VARCHAR)",
+    # Why a COPY failed; written outside the failed transaction, as Redshift does.
+    # table_name and raw_field_value are the emulator's (Redshift has table_id).
+    """CREATE TABLE IF NOT EXISTS rs_catalog.sys_load_error_detail (
+        query_id BIGINT, transaction_id BIGINT, start_time TIMESTAMP, table_name VARCHAR,
+        file_name VARCHAR, line_number BIGINT, column_name VARCHAR, column_type VARCHAR,
+        column_length INTEGER, error_code INTEGER, error_message VARCHAR,
+        raw_field_value VARCHAR)""",
     r"""CREATE VIEW rs_catalog.columns AS
     WITH lengths AS (
         SELECT schema_name, table_name, constraint_column_names[1] AS column_name,

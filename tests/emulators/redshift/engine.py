@@ -11,11 +11,14 @@ import duckdb
 
 from tests.emulators.redshift.catalog import SETUP_SQL
 from tests.emulators.redshift.control import Control
+from tests.emulators.redshift.copy_load import LoadError, LoadErrorDetail, copy_from_s3, load_failed
+from tests.emulators.redshift.copy_sql import CopyCommand
 from tests.emulators.redshift.duck_errors import redshift_error
 from tests.emulators.redshift.errors import SqlError, StatementAborted
 from tests.emulators.redshift.locks import LockManager, serializable_violation
 from tests.emulators.redshift.names import TableName
 from tests.emulators.redshift.results import ResultSet, result_set
+from tests.emulators.redshift.s3 import S3Reader
 from tests.emulators.redshift.translate import Plan
 
 _KEPT_SCHEMAS = ("main", "rs_catalog", "information_schema", "pg_catalog")
@@ -42,9 +45,37 @@ class Database:
         finally:
             con.close()
 
+    def record_load_error(
+        self, detail: LoadErrorDetail, table: str, query_id: int, txn_id: int
+    ) -> None:
+        """A row of sys_load_error_detail, committed on its own: it outlives the
+        failed COPY's transaction."""
+        con = self.connect()
+        try:
+            con.execute(
+                "INSERT INTO rs_catalog.sys_load_error_detail VALUES "
+                "(?, ?, timezone('UTC', now()), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    query_id,
+                    txn_id,
+                    table,
+                    detail.file_name,
+                    detail.line_number,
+                    detail.column_name,
+                    detail.column_type,
+                    detail.column_length,
+                    detail.error_code,
+                    detail.error_message,
+                    detail.raw_field_value,
+                ],
+            )
+        finally:
+            con.close()
+
     def drop_everything(self) -> None:
         """Drop every user schema and table; keep the macros and catalog views."""
         with self._lock:
+            self._root.execute("DELETE FROM rs_catalog.sys_load_error_detail")
             schemas = self._root.execute(
                 "SELECT schema_name FROM duckdb_schemas() "
                 "WHERE database_name = current_database() AND NOT internal"
@@ -68,8 +99,16 @@ class Outcome:
 class Transaction:
     """The statements of one ExecuteStatement / BatchExecuteStatement call."""
 
-    def __init__(self, db: Database, locks: LockManager, txn_id: int, control: Control) -> None:
+    def __init__(
+        self,
+        db: Database,
+        locks: LockManager,
+        txn_id: int,
+        control: Control,
+        s3: S3Reader | None = None,
+    ) -> None:
         self._db = db
+        self._s3 = s3
         self._locks = locks
         self._id = txn_id
         self._control = control
@@ -79,12 +118,14 @@ class Transaction:
         self._written: set[str] = set()
         self._committed = False
 
-    def execute(self, plan: Plan) -> Outcome:
+    def execute(self, plan: Plan, query_id: int = 0) -> Outcome:
         tables = self._permanent_tables(plan)
         self._locks.acquire(self._id, tables, self._control.check)
         con = self._begin()
         self._locks.check_serializable(self._id, self._snapshot, tables)
         self._written.update(tables)
+        if plan.copy is not None:
+            return Outcome(None, self._copy(con, plan.copy, query_id))
         sql = plan.sql if plan.like is None else plan.sql + self._columns_of(con, plan.like)
         rows, description = self._run(con, sql)
         if plan.creates_temp is not None:
@@ -119,6 +160,19 @@ class Transaction:
                 con.close()
         finally:
             self._locks.release(self._id)
+
+    def _copy(self, con: duckdb.DuckDBPyConnection, command: CopyCommand, query_id: int) -> int:
+        table = command.table
+        temp = table.schema is None and table.table in self._temp_tables
+
+        def run(sql: str, params: list[object] | None) -> list[tuple[Any, ...]]:
+            return self._run(con, sql, params)[0]
+
+        try:
+            return copy_from_s3(command, run, temp=temp, s3=self._s3, check=self._control.check)
+        except LoadError as exc:
+            self._db.record_load_error(exc.detail, table.table, query_id, self._id)
+            raise load_failed(table) from exc
 
     def _permanent_tables(self, plan: Plan) -> set[str]:
         """Tables this statement writes, except this session's temp tables."""

@@ -13,6 +13,7 @@ from tests.emulators.redshift.engine import Database, Transaction
 from tests.emulators.redshift.errors import SqlError, StatementAborted
 from tests.emulators.redshift.faults import Faults, StatementFault
 from tests.emulators.redshift.locks import LockManager
+from tests.emulators.redshift.s3 import S3Reader
 from tests.emulators.redshift.statements import Statement, Status
 from tests.emulators.redshift.translate import translate
 
@@ -27,8 +28,10 @@ class Runner:
         *,
         wlm_slots: int,
         on_crash: Callable[[BaseException], None],
+        s3: S3Reader | None = None,
     ) -> None:
         self._db = db
+        self._s3 = s3
         self._faults = faults
         self._locks = LockManager()
         self._slots = threading.Semaphore(wlm_slots)
@@ -78,7 +81,7 @@ class Runner:
 
     def _execute(self, statement: Statement) -> None:
         fault = self._faults.take_statement_fault()
-        txn = Transaction(self._db, self._locks, next(self._txn_ids), statement.control)
+        txn = Transaction(self._db, self._locks, next(self._txn_ids), statement.control, self._s3)
         try:
             for number, step in enumerate(statement.steps):
                 statement.begin_step(step)
@@ -86,7 +89,8 @@ class Runner:
                     statement.control.sleep(self._faults.latency_s)
                     if number == 0:
                         _apply(fault, statement.control)
-                    outcome = txn.execute(translate(step.sql, statement.parameters))
+                    plan = translate(step.sql, statement.parameters)
+                    outcome = txn.execute(plan, step.query_id)
                 except SqlError as exc:
                     statement.fail(step, f"ERROR: {exc}")
                     return

@@ -30,3 +30,10 @@ class Settings:
     max_retained_statements: int = 100_000
     database_path: str | None = None  # DuckDB file; None keeps it in memory
     seed: int | None = None  # for the injected-error dice
+    # COPY ... FROM 's3://...' reads from this S3 endpoint (moto in the test suite);
+    # None: every COPY fails with an S3ServiceException.
+    s3_endpoint_url: str | None = None
+    s3_access_key: str | None = None  # None: access_key
+    s3_secret_key: str | None = None  # None: secret_key
+    s3_session_token: str | None = None
+    s3_region: str = TEST_REGION  # the cluster's region: a COPY without REGION reads there

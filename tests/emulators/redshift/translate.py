@@ -3,8 +3,8 @@
 The translation is token based (see lexer.py). It binds `:name` parameters as
 literals (Redshift types a parameter by context, as DuckDB does a string
 literal), re-renders every string literal for DuckDB, maps the few Redshift
-functions DuckDB lacks, rewrites CREATE TABLE (ddl.py) and rejects what the Data
-API or Redshift would reject.
+functions DuckDB lacks, rewrites CREATE TABLE (ddl.py), parses COPY for the engine
+(copy_sql.py) and rejects what the Data API or Redshift would reject.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tests.emulators.redshift.copy_sql import CopyCommand, is_copy, parse_copy
 from tests.emulators.redshift.ddl import is_create_table, rewrite_create_table
 from tests.emulators.redshift.errors import SqlError
 from tests.emulators.redshift.lexer import Kind, Token, render, significant, tokenize
@@ -39,6 +40,7 @@ class Plan:
     writes: tuple[TableName, ...]  # tables this statement writes, for the lock manager
     creates_temp: TableName | None  # a temp table it creates (private to the transaction)
     like: TableName | None = None  # CREATE TABLE ... (LIKE like): sql is the head only
+    copy: CopyCommand | None = None  # COPY from S3: run by the engine, sql is empty
 
 
 def referenced_parameters(sql: str) -> set[str] | None:
@@ -52,6 +54,9 @@ def referenced_parameters(sql: str) -> set[str] | None:
 def translate(sql: str, parameters: Mapping[str, str] | None) -> Plan:
     tokens = _single_statement(tokenize(sql))
     tokens = _bind(tokens, parameters)
+    if is_copy(significant(tokens)):
+        command = parse_copy(significant(tokens))
+        return Plan("", False, (command.table,), None, copy=command)
     tokens = _rename_functions(tokens)
     sig = significant(tokens)
     first = sig[0]
@@ -116,6 +121,10 @@ def _rename_functions(tokens: list[Token]) -> list[Token]:
         elif token.is_word("columns", "svv_columns") and _is_catalog_columns(out, token):
             _drop_qualifier(out)
             out.append(Token(Kind.WORD, "rs_catalog.columns", "rs_catalog.columns"))
+        elif token.is_word("sys_load_error_detail") and _qualifier(out) in (None, "pg_catalog"):
+            _drop_qualifier(out)
+            name = "rs_catalog.sys_load_error_detail"
+            out.append(Token(Kind.WORD, name, name))
         else:
             out.append(token)
     return out
@@ -134,9 +143,13 @@ def _after_cast(out: list[Token]) -> bool:
     return bool(previous) and previous[-1].value == "::"
 
 
+def _qualifier(out: list[Token]) -> str | None:
+    return out[-2].value if len(out) >= 2 and out[-1].value == "." else None
+
+
 def _is_catalog_columns(out: list[Token], token: Token) -> bool:
     """`information_schema.columns`, `svv_columns` or `pg_catalog.svv_columns`."""
-    qualifier = out[-2].value if len(out) >= 2 and out[-1].value == "." else None
+    qualifier = _qualifier(out)
     if token.value == "svv_columns":
         return qualifier in (None, "pg_catalog")
     return qualifier == "information_schema"
