@@ -41,6 +41,9 @@ async def check(settings: Settings) -> int:
                 print(
                     "  WARNING: no AFPIPE_SECONDARY_RETRY_QUEUE_URL: secondary failures drop events"
                 )
+        if settings.s3_staging_uri:
+            print(f"S3 staging: {described['s3_staging']}, COPY role {settings.copy_iam_role}")
+            failures += await _check_step("s3 staging", _check_staging(settings, aws))
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 1 if failures else 0
 
@@ -109,6 +112,15 @@ async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str
             raise PermanentError(
                 f"table {table} has columns {columns}, expected {EXPECTED_COLUMNS}"
             )
+
+
+async def _check_staging(settings: Settings, aws: AwsClient | None) -> None:
+    stager = backends.stager(settings, aws) if aws is not None else None
+    if stager is None:
+        raise ConfigError("AFPIPE_S3_STAGING_URI: no AWS client (internal error)")
+    key = await stager.probe()
+    print(f"  ok: put and deleted s3://{stager.staging.bucket}/{key}")
+    print("  (whether Redshift may assume the COPY role shows on the first staged load)")
 
 
 async def dlq_peek(settings: Settings, limit: int) -> int:

@@ -10,6 +10,8 @@ import msgspec
 
 from afpipe.aws import AwsClient, AwsService, redshift_data_service, sqs_service
 from afpipe.aws.redshift_data import Target
+from afpipe.aws.s3 import S3Client
+from afpipe.aws.s3_api import parse_s3_uri, s3_endpoint
 from afpipe.config import Settings
 from afpipe.errors import ConfigError
 from afpipe.queue.base import Queue
@@ -18,6 +20,8 @@ from afpipe.queue.sqs import SqsQueue
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
 from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift_copy import Staging
+from afpipe.warehouse.s3_staging import Stager
 
 # Our dead-letter message attributes count towards SQS's size limit, so bodies
 # stay this far below AFPIPE_QUEUE_MAX_MESSAGE_BYTES: any body can be dead-lettered.
@@ -40,6 +44,9 @@ def describe(settings: Settings) -> dict[str, str]:
         secondary_file = data_dir / "warehouse-secondary.db"
         described["secondary"] = _describe_target(settings, "secondary", secondary_file)
         described["secondary_retry_queue"] = settings.secondary_retry_queue_url or "none"
+    where = staging(settings)
+    if where is not None:
+        described["s3_staging"] = f"s3://{where.bucket}/{where.prefix} ({where.region})"
     return described
 
 
@@ -60,6 +67,7 @@ def endpoint_env(settings: Settings) -> dict[str, str]:
         "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
         "AWS_ENDPOINT_URL_SQS": settings.aws_endpoint_url_sqs,
         "AWS_ENDPOINT_URL_REDSHIFT_DATA": settings.aws_endpoint_url_redshift_data,
+        "AWS_ENDPOINT_URL_S3": settings.aws_endpoint_url_s3,
     }
 
 
@@ -126,6 +134,27 @@ def redshift_target(settings: Settings, which: str) -> Target | None:
     )
 
 
+def staging(settings: Settings) -> Staging | None:
+    """Where large Redshift loads are staged for COPY; None when staging is off."""
+    if not settings.s3_staging_uri:
+        return None
+    location = parse_s3_uri(settings.s3_staging_uri)  # validated with the settings
+    return Staging(
+        bucket=location.bucket,
+        prefix=location.prefix,
+        iam_role=settings.copy_iam_role,
+        region=settings.s3_staging_region or settings.aws_region,
+    )
+
+
+def stager(settings: Settings, aws: AwsClient) -> Stager | None:
+    """The S3 side of staged loads (one for primary and secondary alike), or None."""
+    where = staging(settings)
+    if where is None:
+        return None
+    return Stager(S3Client(aws, s3_endpoint(where.region, endpoint_env(settings))), where)
+
+
 def _redshift_service(settings: Settings, which: str) -> AwsService:
     region = settings.aws_region
     if which == "secondary":
@@ -159,6 +188,7 @@ async def open_warehouse(
             statement_timeout_s=settings.redshift_statement_timeout_ms / 1000,
             max_polls=settings.redshift_max_retries,
             dedup_window_s=settings.dedup_window_s,
+            stager=stager(settings, aws),
         )
     else:
         filename = "warehouse.db" if which == "primary" else "warehouse-secondary.db"

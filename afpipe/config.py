@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, field
 
+from afpipe.aws.s3_api import parse_s3_uri
 from afpipe.errors import ConfigError
 from afpipe.sources import parse_networks
 
@@ -32,6 +33,10 @@ OptionalTableName = Annotated[str, Meta(pattern=rf"^({_IDENT}(\.{_IDENT})?)?$")]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "silent"]
 
 SECRET_SETTINGS = frozenset({"AFPIPE_WEBHOOK_TOKEN"})
+_ROLE_ARN = re.compile(
+    r"arn:aws[-a-z]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
+)
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aws_endpoint_url: str = field(default="", name="AWS_ENDPOINT_URL")
     aws_endpoint_url_sqs: str = field(default="", name="AWS_ENDPOINT_URL_SQS")
     aws_endpoint_url_redshift_data: str = field(default="", name="AWS_ENDPOINT_URL_REDSHIFT_DATA")
+    aws_endpoint_url_s3: str = field(default="", name="AWS_ENDPOINT_URL_S3")
     # --- afpipe additions ---
     data_dir: str = field(default="./afpipe-data", name="AFPIPE_DATA_DIR")
     webhook_token: str = field(default="", name="AFPIPE_WEBHOOK_TOKEN")
@@ -113,6 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_log: Annotated[float, Meta(ge=0, le=1)] = field(default=1.0, name="AFPIPE_ACCESS_LOG")
     drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
     ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
+    s3_staging_uri: str = field(default="", name="AFPIPE_S3_STAGING_URI")
+    copy_iam_role: str = field(default="", name="AFPIPE_COPY_IAM_ROLE")
+    s3_staging_region: str = field(default="", name="AFPIPE_S3_STAGING_REGION")
 
     def __post_init__(self) -> None:
         if not self.webhook_token_header.strip():
@@ -133,6 +142,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 parse_networks(text)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
+        self._check_staging()
+
+    def _check_staging(self) -> None:
+        if self.copy_iam_role and not _ROLE_ARN.fullmatch(self.copy_iam_role):
+            raise ValueError(
+                "AFPIPE_COPY_IAM_ROLE: not an IAM role ARN"
+                " (arn:aws:iam::<12-digit account>:role/<path/name>)"
+            )
+        if self.s3_staging_region and not _REGION.fullmatch(self.s3_staging_region):
+            raise ValueError("AFPIPE_S3_STAGING_REGION: not an AWS region name (e.g. eu-west-1)")
+        if not self.s3_staging_uri:
+            return
+        try:
+            parse_s3_uri(self.s3_staging_uri)
+        except ValueError as exc:
+            raise ValueError(f"AFPIPE_S3_STAGING_URI: {exc}") from exc
+        if not self.copy_iam_role:
+            raise ValueError(
+                "AFPIPE_COPY_IAM_ROLE: required with AFPIPE_S3_STAGING_URI"
+                " (the role Redshift assumes to COPY from the bucket)"
+            )
+        secondary_redshift = self.secondary_redshift_enabled and bool(
+            self.secondary_redshift_cluster_identifier or self.secondary_redshift_workgroup_name
+        )
+        if not (self.uses_redshift or secondary_redshift):
+            raise ValueError(
+                "AFPIPE_S3_STAGING_URI: staging is for Redshift loads, and no primary or"
+                " secondary Redshift is configured"
+            )
 
     @property
     def uses_sqs(self) -> bool:
@@ -171,6 +209,7 @@ HELP: dict[str, str] = {
     "AWS_ENDPOINT_URL": "endpoint override for every AWS service",
     "AWS_ENDPOINT_URL_SQS": "endpoint override for SQS",
     "AWS_ENDPOINT_URL_REDSHIFT_DATA": "endpoint override for the Redshift Data API",
+    "AWS_ENDPOINT_URL_S3": "endpoint override for S3 (addressed path-style)",
     "AFPIPE_DATA_DIR": "directory of the embedded queue.db and warehouse.db",
     "AFPIPE_WEBHOOK_TOKEN": "if set, the webhook requires this token (secret)",
     "AFPIPE_WEBHOOK_TOKEN_HEADER": "header that carries the token",
@@ -189,7 +228,9 @@ HELP: dict[str, str] = {
     "AFPIPE_BATCH_MAX_BYTES": "flush a batch at this many message bytes",
     "AFPIPE_BATCH_LINGER_MS": "flush a batch this long after its first message",
     "AFPIPE_VISIBILITY_TIMEOUT_S": "visibility timeout of received messages (heartbeat extends)",
-    "AFPIPE_MAX_RECEIVES": "receives after which a message is dead-lettered",
+    "AFPIPE_MAX_RECEIVES": (
+        "receives after which a message is loaded alone; past twice this, dead-lettered"
+    ),
     "AFPIPE_DLQ_URL": "SQS dead-letter queue URL (embedded: a table in queue.db)",
     "AFPIPE_SECONDARY_RETRY_QUEUE_URL": "SQS queue holding events the secondary missed",
     "AFPIPE_SECONDARY_TIMEOUT_S": "time budget of a secondary load before hand-off",
@@ -201,10 +242,16 @@ HELP: dict[str, str] = {
     "AFPIPE_ACCESS_LOG": "share of requests written to the access log (0 = off, 1 = all)",
     "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
     "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",
+    "AFPIPE_S3_STAGING_URI": (
+        "s3://bucket[/prefix] where large Redshift loads are staged for COPY (empty = off)"
+    ),
+    "AFPIPE_COPY_IAM_ROLE": "IAM role ARN Redshift assumes to COPY from the staging bucket",
+    "AFPIPE_S3_STAGING_REGION": "region of the staging bucket (default AWS_REGION)",
 }
 
 _TRUE = {"yes": "true", "on": "true", "no": "false", "off": "false"}
 _QUOTED = re.compile(r"""^(['"])(.*?)\1\s*(?:#.*)?$""", re.S)
+_POST_INIT_ERROR = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*): (?P<msg>.*)$", re.S)
 _ERROR_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.(?P<name>[A-Z0-9_]+)`)?$", re.S)
 
 
@@ -272,8 +319,11 @@ def _describe(exc: msgspec.ValidationError, values: Mapping[str, str]) -> str:
     match = _ERROR_PATH.match(str(exc))
     assert match is not None  # the pattern matches any text
     message, name = match["msg"], match["name"]
-    if name is None:
-        return f"invalid settings: {message}"
+    if name is None:  # __post_init__ says "NAME: problem" when one variable is at fault
+        named = _POST_INIT_ERROR.match(message)
+        if named is None or named["name"] not in HELP:
+            return f"invalid settings: {message}"
+        name, message = named["name"], named["msg"]
     shown = "<redacted>" if name in SECRET_SETTINGS else repr(values.get(name, ""))
     message = message.replace("`", "")
     return f"{name}={shown}: {message[:1].lower()}{message[1:]}"

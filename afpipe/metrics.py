@@ -37,6 +37,9 @@ CHANNEL_OCCUPANCY = Gauge(
 PRODUCER_PENDING = Gauge("afpipe_producer_pending_events", "Events waiting for the queue")
 BATCHES = Counter("afpipe_batches_loaded", "Batches committed", ["target"])
 ROWS = Counter("afpipe_rows_loaded", "Rows newly inserted", ["target"])
+STAGED_LOADS = Counter(
+    "afpipe_staged_loads", "Load transactions sent through S3 staging and COPY", ["target"]
+)
 LOAD_FAILURES = Counter("afpipe_load_failures", "Failed load attempts", ["target"])
 LOAD_SECONDS = Histogram(
     "afpipe_load_seconds",

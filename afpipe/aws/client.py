@@ -1,4 +1,9 @@
-"""One httpx client for every AWS call the process makes: sign, send, retry, map errors."""
+"""One httpx client for every AWS call the process makes: sign, send, retry, map errors.
+
+JSON-protocol calls (SQS, the Redshift Data API) go through ``call``; REST calls
+(S3) through ``send`` with their own response reader. Both share the HTTP
+client, the credentials, the retry policy and each endpoint's retry budget.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 import msgspec
@@ -21,10 +26,12 @@ from afpipe.aws.responses import (
 )
 from afpipe.aws.retry import RetryPolicy, RetryQuota, backoff_s
 from afpipe.aws.service import AwsService
-from afpipe.aws.signing import encode_payload, sign
+from afpipe.aws.signing import HttpRequest, encode_payload, json_request, sign_request
 from afpipe.errors import PermanentError, TransientError
 
 logger = logging.getLogger("afpipe.aws")
+
+T = TypeVar("T")
 
 # Transport limits only; how long an operation may take is the caller's decision.
 # SQS long polls hold a response for up to 20 s, so reads wait longer than that.
@@ -93,12 +100,26 @@ class AwsClient:
 
         Raises ``TransientError`` (after retries) or ``PermanentError``.
         """
-        body = encode_payload(payload)
+        request = json_request(service, operation, encode_payload(payload))
+        return await self.send(service, operation, request, _json_reader(service, operation))
+
+    async def send(
+        self,
+        service: AwsService,
+        operation: str,
+        request: HttpRequest,
+        read: Callable[[httpx.Response], T],
+    ) -> T:
+        """One request of any protocol, signed afresh and retried when that can help.
+
+        ``read`` turns a response into the result, or raises ``TransientError``
+        (retried) or ``PermanentError``; a transport failure is a ``TransientError``.
+        """
         refund_tokens = self.policy.success_refund_tokens
         retry_index = 0
         while True:
             try:
-                result = await self._attempt(service, operation, body)
+                result = await self._attempt(service, operation, request, read)
             except TransientError as exc:
                 error = exc
             else:  # like botocore: a success after retries gives back the last retry's cost
@@ -111,17 +132,37 @@ class AwsClient:
             refund_tokens = self.policy.retry_cost(timeout=timeout)
             retry_index += 1
 
-    async def _attempt(self, service: AwsService, operation: str, body: bytes) -> dict[str, Any]:
-        headers = sign(service, operation, body, await self.credentials.get())
+    async def _attempt(
+        self,
+        service: AwsService,
+        operation: str,
+        request: HttpRequest,
+        read: Callable[[httpx.Response], T],
+    ) -> T:
+        headers = sign_request(service, request, await self.credentials.get())
+        built = self._http.build_request(
+            request.method, request.url, content=request.body, headers=headers
+        )
         try:
-            response = await self._http.post(service.url, content=body, headers=headers)
+            response = await self._http.send(built)
         except httpx.TransportError as exc:
             name = f"{service.signing_name} {operation}"
             raise TransientError(
                 f"{name}: {type(exc).__name__}: {exc}", code=type(exc).__name__
             ) from exc
+        try:
+            return read(response)
+        except (TransientError, PermanentError) as exc:
+            if exc.code in EXPIRED_CREDENTIALS_CODES:
+                self.credentials.invalidate()
+            raise
+
+
+def _json_reader(service: AwsService, operation: str) -> Callable[[httpx.Response], dict[str, Any]]:
+    def read(response: httpx.Response) -> dict[str, Any]:
         if not response.is_success:
-            raise self._error(service, operation, response)
+            info = parse_error(response.status_code, response.headers, response.content)
+            raise to_exception(info, service.signing_name, operation)
         try:
             return decode_result(response.content)
         except msgspec.DecodeError as exc:
@@ -129,10 +170,4 @@ class AwsClient:
             text = f"{service.signing_name} {operation}: undecodable response: {exc}"
             raise TransientError(text, code="InvalidResponse", request_id=request_id) from exc
 
-    def _error(
-        self, service: AwsService, operation: str, response: httpx.Response
-    ) -> TransientError | PermanentError:
-        info = parse_error(response.status_code, response.headers, response.content)
-        if info.code in EXPIRED_CREDENTIALS_CODES:
-            self.credentials.invalidate()
-        return to_exception(info, service.signing_name, operation)
+    return read

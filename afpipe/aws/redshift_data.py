@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -124,6 +124,9 @@ def statement_error(result: StatementResult) -> TransientError | PermanentError:
     return TransientError(text, code=FAILED)
 
 
+Classifier = Callable[[StatementResult], TransientError | PermanentError]
+
+
 def field_value(field: Mapping[str, Any]) -> Value:
     """One GetStatementResult field as a Python value (SUPER and times come as text)."""
     if field.get("isNull"):
@@ -154,14 +157,19 @@ class RedshiftData:
         self.max_polls = max_polls
 
     async def run(
-        self, sql: str | Sequence[str], parameters: Mapping[str, str] | None = None
+        self,
+        sql: str | Sequence[str],
+        parameters: Mapping[str, str] | None = None,
+        *,
+        classify: Classifier = statement_error,
     ) -> StatementResult:
         """Run one SQL text (ExecuteStatement) or several in one transaction
-        (BatchExecuteStatement) and wait until it FINISHED; raise otherwise."""
+        (BatchExecuteStatement) and wait until it FINISHED; otherwise raise
+        what ``classify`` makes of the failure."""
         statement_id = await self.submit(sql, parameters, client_token=str(uuid.uuid4()))
         result = await self.wait(statement_id)
         if result.status != "FINISHED":
-            raise statement_error(result)
+            raise classify(result)
         return result
 
     async def query(

@@ -47,6 +47,9 @@ TRANSIENT_CODES = frozenset(
         "InternalServerException",
         "ServiceUnavailable",
         "AWS.SimpleQueueService.ServiceUnavailable",
+        # S3: our clock is off (signed afresh on retry), a conflicting operation on the key
+        "RequestTimeTooSkewed",
+        "OperationAborted",
     }
 )
 # The credentials we signed with have expired: resolve them again and retry.

@@ -8,13 +8,17 @@ import msgspec
 
 
 class AwsService(msgspec.Struct, frozen=True):
-    """Everything needed to address and sign a JSON-protocol call to one service."""
+    """Everything needed to address and sign a call to one service endpoint.
 
-    signing_name: str  # SigV4 service name, e.g. "sqs", "redshift-data"
+    It also keys the retry budget (``AwsClient.quota``). The JSON fields are
+    empty for S3, a REST service whose requests say everything themselves.
+    """
+
+    signing_name: str  # SigV4 service name, e.g. "sqs", "redshift-data", "s3"
     region: str
     endpoint_url: str  # scheme://host[:port][/path], no trailing slash
-    json_version: str  # "1.0" for SQS, "1.1" for redshift-data
-    target_prefix: str  # X-Amz-Target is "<target_prefix>.<Operation>"
+    json_version: str = ""  # "1.0" for SQS, "1.1" for redshift-data
+    target_prefix: str = ""  # X-Amz-Target is "<target_prefix>.<Operation>"
     # SQS speaks JSON but keeps its query-protocol error codes when asked; botocore
     # sends this header for SQS, so we sign it too (and the codes stay familiar).
     extra_headers: tuple[tuple[str, str], ...] = ()

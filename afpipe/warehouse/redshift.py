@@ -6,6 +6,11 @@ that FAILED for a data reason is bisected (``load_isolating``) down to the
 offending events, which come back as ``Rejected`` with Redshift's error text;
 the rest commit. A serializable-isolation conflict with a concurrent writer is
 retried here with backoff, within the AWS client's retry budget.
+
+With a ``Stager`` (S3 staging on), rows that do not fit in one inline
+transaction are loaded as one COPY transaction from S3 instead
+(``redshift_copy``); each attempt of the bisection chooses again, so halves
+that fit inline fail, if at all, with Redshift's own reason for the row.
 """
 
 from __future__ import annotations
@@ -14,20 +19,25 @@ import functools
 import logging
 from collections.abc import Sequence
 
+from afpipe import metrics
 from afpipe.aws.client import AwsClient
 from afpipe.aws.redshift_data import (
     CONFLICT,
+    Classifier,
     RedshiftData,
     StatementDataError,
     StatementResult,
     Target,
+    statement_error,
 )
 from afpipe.aws.service import AwsService
 from afpipe.errors import PermanentError, TransientError
 from afpipe.event import Event, Row, to_row
+from afpipe.warehouse import redshift_copy as copy
 from afpipe.warehouse import redshift_sql as sql
 from afpipe.warehouse.base import LoadResult, Rejected
 from afpipe.warehouse.isolate import load_isolating
+from afpipe.warehouse.s3_staging import Stager
 
 logger = logging.getLogger("afpipe.redshift")
 
@@ -40,7 +50,8 @@ class RedshiftWarehouse:
     ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
-    range the dedup looks at (``redshift_sql.delete_known_sql``).
+    range the dedup looks at (``redshift_sql.delete_known_sql``); ``stager``
+    turns on COPY from S3 for what does not fit one inline transaction.
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class RedshiftWarehouse:
         max_polls: int = 30,
         dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
         limits: sql.SqlLimits = sql.DATA_API_LIMITS,
+        stager: Stager | None = None,
     ) -> None:
         if dedup_window_s < 0:
             raise ValueError("dedup_window_s must not be negative")
@@ -65,6 +77,7 @@ class RedshiftWarehouse:
         )
         self.dedup_window_s = dedup_window_s
         self.limits = limits
+        self.stager = stager
 
     async def ensure_table(self) -> None:
         await self.data.run(sql.create_table_sql(self.table))
@@ -96,20 +109,28 @@ class RedshiftWarehouse:
         rows = {event.id: row for event, row in batch.stored.values()}
         attempt = functools.partial(self._attempt, rows)
         loaded, rejected = 0, batch.rejected
-        plan = sql.load_transactions(
-            list(rows.values()), self.table, self.dedup_window_s, self.limits
-        )
-        for txn in plan:
-            result = await load_isolating([batch.stored[row.id][0] for row in txn.rows], attempt)
+        for group in self._groups(list(rows.values())):
+            result = await load_isolating([batch.stored[row.id][0] for row in group], attempt)
             loaded += result.loaded
             rejected += result.rejected
         return LoadResult(loaded=loaded, rejected=rejected + _twins_of(rejected, batch.twins))
+
+    def _groups(self, rows: list[Row]) -> list[list[Row]]:
+        """What is loaded (and bisected) as a whole: one inline transaction's rows,
+        or with staging the whole batch (one transaction, inline or COPY)."""
+        if self.stager is not None:
+            return [rows]
+        plan = sql.load_transactions(rows, self.table, self.dedup_window_s, self.limits)
+        return [txn.rows for txn in plan]
 
     def _prepare(self, events: Sequence[Event]) -> _Batch:
         batch = _Batch()
         for event in events:
             row = to_row(event)
-            reason = sql.unstorable_reason(row, self.table, self.limits)
+            if self.stager is None:
+                reason = sql.unstorable_reason(row, self.table, self.limits)
+            else:
+                reason = copy.unstorable_reason(row)
             if reason is not None:
                 batch.rejected.append(Rejected(event, reason))
             elif row.id in batch.stored:
@@ -119,26 +140,46 @@ class RedshiftWarehouse:
         return batch
 
     async def _attempt(self, rows: dict[str, Row], events: Sequence[Event]) -> int:
-        """Load ``events`` (normally one transaction); rows newly inserted."""
+        """Load ``events``; rows newly inserted. Raises StatementDataError only when
+        the rows are at fault (bisect them)."""
+        try:
+            return await self._load([rows[event.id] for event in events])
+        except StatementDataError:
+            raise
+        except PermanentError as exc:
+            # Refused as a request (validation, access, S3 denied): no row is at fault,
+            # so bisecting would dead-letter good events. Keep them queued instead.
+            raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
+
+    async def _load(self, rows: list[Row]) -> int:
+        """One transaction: inline if the rows fit one, else COPY from S3; without
+        staging, as many inline transactions as needed (normally one)."""
+        if self.stager is None:
+            plan = sql.load_transactions(rows, self.table, self.dedup_window_s, self.limits)
+        else:
+            txn = copy.inline_transaction(rows, self.table, self.dedup_window_s, self.limits)
+            if txn is None:
+                return _inserted_rows(await self._load_staged(self.stager, rows))
+            plan = [txn]
         inserted = 0
-        chosen = [rows[event.id] for event in events]
-        for txn in sql.load_transactions(chosen, self.table, self.dedup_window_s, self.limits):
-            try:
-                result = await self._run_retrying_conflicts(txn.sqls)
-            except StatementDataError:
-                raise  # the rows' fault: bisect
-            except PermanentError as exc:
-                # Refused as a request (validation, access): no row is at fault, so
-                # bisecting would dead-letter good events. Keep them queued instead.
-                raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
-            inserted += _inserted_rows(result)
+        for txn in plan:
+            inserted += _inserted_rows(await self._run_retrying_conflicts(txn.sqls))
         return inserted
 
-    async def _run_retrying_conflicts(self, sqls: list[str]) -> StatementResult:
+    async def _load_staged(self, stager: Stager, rows: list[Row]) -> StatementResult:
+        async with stager.staged(rows) as key:
+            metrics.STAGED_LOADS.labels(self.name).inc()
+            logger.debug("%s: loading %d rows by COPY from %s", self.name, len(rows), key)
+            txn = copy.copy_transaction(rows, self.table, self.dedup_window_s, stager.staging, key)
+            return await self._run_retrying_conflicts(txn.sqls, copy.copy_statement_error)
+
+    async def _run_retrying_conflicts(
+        self, sqls: list[str], classify: Classifier = statement_error
+    ) -> StatementResult:
         retry_index = 0
         while True:
             try:
-                return await self.data.run(sqls)
+                return await self.data.run(sqls, classify=classify)
             except TransientError as exc:
                 if exc.code != CONFLICT:
                     raise

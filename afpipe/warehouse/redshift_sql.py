@@ -132,11 +132,11 @@ def _insert_stage_prefix() -> str:
     return f"INSERT INTO {STAGE} ({_COLUMN_LIST}) VALUES "
 
 
-def _create_stage_sql() -> str:
+def create_stage_sql() -> str:
     return f"CREATE TEMP TABLE {STAGE} {_COLUMN_TYPES}\n)"
 
 
-def _insert_target_sql(table: TableName) -> str:
+def insert_target_sql(table: TableName) -> str:
     return f"INSERT INTO {table.sql} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE}"
 
 
@@ -185,21 +185,26 @@ def _fixed_bytes(table: TableName) -> int:
     """The SQL every load transaction carries besides its VALUES (longest form)."""
     widest = "0001-01-01 00:00:00.000000"
     fixed = [
-        _create_stage_sql(),
+        create_stage_sql(),
         _delete_known_sql(table, (widest, widest), has_null=True),
-        _insert_target_sql(table),
+        insert_target_sql(table),
     ]
     return sum(len(sql.encode()) for sql in fixed)
 
 
-def unstorable_reason(
-    row: Row, table: TableName, limits: SqlLimits = DATA_API_LIMITS
-) -> str | None:
-    """Why ``row`` can never be loaded through the Data API, or None."""
+def value_reason(row: Row) -> str | None:
+    """Why ``row`` can never be loaded, whatever the way (inline SQL or COPY), or None."""
     if any("\x00" in (getattr(row, column) or "") for column in _TEXT_COLUMNS):
         return NUL_REASON
     if row.event_time is not None and not _EVENT_TIME.fullmatch(row.event_time):
         return f"event_time {row.event_time!r} is not a YYYY-MM-DD HH:MM:SS.ffffff timestamp"
+    return None
+
+
+def inline_size_reason(
+    row: Row, table: TableName, limits: SqlLimits = DATA_API_LIMITS
+) -> str | None:
+    """Why ``row`` is too large to load as inline SQL through the Data API, or None."""
     statement_bytes = len(_insert_stage_prefix().encode()) + len(values_tuple(row).encode())
     limit_bytes = min(limits.max_sql_bytes, limits.max_batch_sql_bytes - _fixed_bytes(table))
     if statement_bytes > limit_bytes:
@@ -208,6 +213,13 @@ def unstorable_reason(
             f"at most {limit_bytes} fit in one statement"
         )
     return None
+
+
+def unstorable_reason(
+    row: Row, table: TableName, limits: SqlLimits = DATA_API_LIMITS
+) -> str | None:
+    """Why ``row`` can never be loaded as inline SQL through the Data API, or None."""
+    return value_reason(row) or inline_size_reason(row, table, limits)
 
 
 class LoadTransaction(msgspec.Struct, frozen=True):
@@ -227,10 +239,10 @@ def load_transactions(
         txn_rows = [rows[i] for group in groups for i in group]
         inserts = [_insert_stage_prefix() + ",".join(tuples[i] for i in group) for group in groups]
         sqls = [
-            _create_stage_sql(),
+            create_stage_sql(),
             *inserts,
             delete_known_sql(table, txn_rows, window_s),
-            _insert_target_sql(table),
+            insert_target_sql(table),
         ]
         out.append(LoadTransaction(txn_rows, sqls))
     return out

@@ -1,0 +1,163 @@
+"""Loads staged in S3 and COPYed: the object, its key, the transaction; pure, no I/O.
+
+Inline SQL carries at most ~100 KB per transaction (``redshift_sql``). With
+staging on, rows that do not fit in ONE inline transaction, or a row too large
+for inline SQL, are loaded as one transaction from one S3 object instead:
+
+    CREATE TEMP TABLE afpipe_stage (...)                      -- as inline
+    COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
+        FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'           -- one line
+    DELETE FROM afpipe_stage USING <target> ...               -- as inline
+    INSERT INTO <target> (...) SELECT ... FROM afpipe_stage   -- as inline
+
+The object is gzip'd JSON lines: one object per row, keys the lower-case
+column names, text columns as JSON strings or null, and ``event_data`` the
+payload's canonical JSON itself (not a string holding it), which COPY loads
+into the SUPER column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+
+from afpipe.aws.redshift_data import FAILED, StatementDataError, StatementResult, statement_error
+from afpipe.errors import PermanentError, TransientError
+from afpipe.event import Row
+from afpipe.warehouse import redshift_sql as sql
+
+MAX_LINE_BYTES = 4 * 1024 * 1024  # COPY's limit on one JSON object
+COPY_SOURCE = "CopySourceFailed"  # TransientError.code: the bucket, the role, the region
+_GZIP_LEVEL = 1  # the object lives for seconds: speed over size
+
+# A COPY that failed for these reasons failed before any row was read: not the rows' fault.
+_NOT_THE_ROWS = re.compile(
+    r"S3ServiceException|S3CurlException|access ?denied|not authorized to assume"
+    r"|assume ?role|IAM role|S3 prefix .* does not exist|specified (?:bucket|key) does not exist"
+    r"|NoSuchBucket|NoSuchKey|different region",
+    re.I,
+)
+# Redshift's answer when COPY rejected a row (details in sys_load_error_detail).
+_LOAD_ERROR = re.compile(r"Load into table '[^']*' failed|sys_load_error_detail|stl_load_errors")
+
+
+class Staging(msgspec.Struct, frozen=True, kw_only=True):
+    """Where staged objects go and how Redshift reads them."""
+
+    bucket: str
+    prefix: str  # "" or ending with "/"
+    iam_role: str  # the role ARN COPY assumes
+    region: str  # the bucket's region (COPY's REGION clause)
+
+    def __post_init__(self) -> None:
+        if self.prefix and not self.prefix.endswith("/"):
+            raise ValueError("a staging prefix ends with '/'")
+
+
+class _Line(msgspec.Struct):
+    """One row of the object; field order is column order."""
+
+    id: str
+    event_time: str | None
+    event_name: str | None
+    app_id: str | None
+    user_id: str | None
+    device_id: str | None
+    event_data: msgspec.Raw  # spliced in as JSON, not re-encoded as a string
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _line(row: Row) -> _Line:
+    return _Line(*row[:-1], msgspec.Raw(row.event_data.encode()))
+
+
+def json_line(row: Row) -> bytes:
+    """The row's line in the object, without the newline."""
+    return _encoder.encode(_line(row))
+
+
+def object_body(rows: Sequence[Row]) -> bytes:
+    """The staged object: newline-delimited JSON, gzip'd. CPU-bound: run it in a thread."""
+    lines = _encoder.encode_lines([_line(row) for row in rows])
+    return gzip.compress(lines, compresslevel=_GZIP_LEVEL, mtime=0)
+
+
+def object_key(prefix: str, now: datetime, token: str) -> str:
+    """``{prefix}YYYY/MM/DD/HH/{token}.json.gz``; ``now`` in UTC, ``token`` unique."""
+    return f"{prefix}{now:%Y/%m/%d/%H}/{token}.json.gz"
+
+
+def unstorable_reason(row: Row) -> str | None:
+    """Why ``row`` can never be loaded with staging on (COPY takes large rows), or None."""
+    reason = sql.value_reason(row)
+    if reason is not None:
+        return reason
+    line_bytes = len(json_line(row))
+    if line_bytes > MAX_LINE_BYTES:
+        return (
+            f"row too large for Redshift COPY: {line_bytes} bytes of JSON,"
+            f" at most {MAX_LINE_BYTES} in one object"
+        )
+    return None
+
+
+def copy_sql(staging: Staging, key: str) -> str:
+    columns = ", ".join(sql.COLUMNS)
+    source = sql.literal(f"s3://{staging.bucket}/{key}")
+    return (
+        f"COPY {sql.STAGE} ({columns}) FROM {source}"
+        f" IAM_ROLE {sql.literal(staging.iam_role)} REGION {sql.literal(staging.region)}"
+        " FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'"
+    )
+
+
+def copy_transaction(
+    rows: Sequence[Row], table: sql.TableName, window_s: float, staging: Staging, key: str
+) -> sql.LoadTransaction:
+    """The idempotent load of ``rows`` (unique ids) from the object at ``key``."""
+    sqls = [
+        sql.create_stage_sql(),
+        copy_sql(staging, key),
+        sql.delete_known_sql(table, rows, window_s),
+        sql.insert_target_sql(table),
+    ]
+    return sql.LoadTransaction(list(rows), sqls)
+
+
+def inline_transaction(
+    rows: Sequence[Row],
+    table: sql.TableName,
+    window_s: float,
+    limits: sql.SqlLimits = sql.DATA_API_LIMITS,
+) -> sql.LoadTransaction | None:
+    """``rows`` (unique ids, at least one) as ONE inline transaction, or None when
+    they do not fit in one: too many bytes or statements, or a row too large."""
+    # A lower bound, cheap for a large batch: quoting and escaping only add bytes.
+    if sum(len(row.event_data) + len(row.id) for row in rows) > limits.max_batch_sql_bytes:
+        return None
+    if any(sql.inline_size_reason(row, table, limits) is not None for row in rows):
+        return None
+    plan = sql.load_transactions(rows, table, window_s, limits)
+    return plan[0] if len(plan) == 1 else None
+
+
+def copy_statement_error(result: StatementResult) -> TransientError | PermanentError:
+    """The error a FAILED or ABORTED COPY transaction stands for.
+
+    The rows are at fault only when COPY says it rejected a row; a COPY that
+    could not read the object (missing, denied, role not assumable, wrong
+    region) leaves the batch queued for a retry instead of dead-lettering it.
+    """
+    if result.status == "FAILED":
+        if _NOT_THE_ROWS.search(result.error):
+            text = f"Redshift COPY {result.id} could not read the staged object: {result.error}"
+            return TransientError(text, code=COPY_SOURCE, request_id=result.id)
+        if _LOAD_ERROR.search(result.error):
+            return StatementDataError(result.error, code=FAILED, request_id=result.id)
+    return statement_error(result)
