@@ -1,11 +1,15 @@
 """End to end: webhook → SQS (bench.fast_sqs) → Redshift Data API emulator(s).
 
     .venv/bin/python -m bench.e2e [--seconds 30] [--rate 1000] [--batch 10]
+                                  [--cases inline,inline+secondary,staged,staged+secondary]
+                                  [--no-doc]
 
 Each emulated statement takes 500 ms and the Data API quotas are enforced
 (ExecuteStatement 30/s, BatchExecuteStatement 20/s, DescribeStatement 100/s).
-Runs primary only, then primary + secondary. afpipe on core 0; the generator,
-the SQS emulator and the Redshift emulators (this process) on core 1.
+``inline`` loads with SQL text only (the Data API's 100 KB per call); ``staged``
+sets AFPIPE_S3_STAGING_URI, so large batches go through S3 (moto in server mode)
+and COPY. afpipe on core 0; the generator, the SQS emulator, moto and the
+Redshift emulators (this process) on core 1.
 """
 
 from __future__ import annotations
@@ -53,13 +57,62 @@ def sqs_calls(sqs_url: str) -> dict[str, int]:
     return calls
 
 
-def start_redshift() -> Any:
-    from tests.fixtures.redshift import start_emulator
+def start_redshift(s3_url: str | None) -> Any:
+    from tests.fixtures.redshift import EMULATOR_SETTINGS, settings_with_s3, start_emulator
 
-    emu = start_emulator()
+    emu = start_emulator(settings_with_s3(s3_url) if s3_url else EMULATOR_SETTINGS)
     emu.set_latency(STATEMENT_LATENCY_S)
     emu.enable_default_quotas()
     return emu
+
+
+class S3:
+    """moto in server mode (pinned to the client core) with one staging bucket."""
+
+    BUCKET = "afpipe-bench-staging"
+    ROLE = "arn:aws:iam::123456789012:role/afpipe-bench-copy"
+
+    def __init__(self) -> None:
+        import boto3
+        from botocore.config import Config
+
+        from tests.faults.harness import Moto
+
+        self.moto = Moto(Path(tempfile.mkdtemp(prefix="afpipe-bench-moto-")))
+        pin(self.moto._process.pid, CLIENT_CORE)
+        self.url = self.moto.url
+        self.client: Any = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=self.url,
+            aws_access_key_id="AKIDAFPIPETESTING",
+            aws_secret_access_key="afpipe-testing-secret",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+        self.client.create_bucket(Bucket=self.BUCKET)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.url,
+            "AFPIPE_S3_STAGING_URI": f"s3://{self.BUCKET}/loads/",
+            "AFPIPE_COPY_IAM_ROLE": self.ROLE,
+        }
+
+    def leftover_objects(self) -> int:
+        return int(self.client.list_objects_v2(Bucket=self.BUCKET).get("KeyCount", 0))
+
+    def close(self) -> None:
+        self.moto.close()
+
+
+def staged_loads(port: int) -> float:
+    """afpipe's own count of COPY loads (each is one PutObject and one DeleteObject)."""
+    text = http_get(port, "/metrics")[1].decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("afpipe_staged_loads_total{")
+    )
 
 
 def afpipe_env(sqs_url: str, primary: Any, secondary: Any | None) -> dict[str, str]:
@@ -155,18 +208,28 @@ class E2eResult:
 
 
 def run_case(
-    name: str, secondary: bool, rate: float, seconds: float, batch: int, drain_s: float
+    name: str,
+    secondary: bool,
+    s3: S3 | None,
+    rate: float,
+    seconds: float,
+    batch: int,
+    drain_s: float,
 ) -> E2eResult:
     with ExitStack() as stack:
         sqs_proc, sqs_url = start_fast_sqs()
         stack.callback(sqs_proc.wait, 10)
         stack.callback(sqs_proc.terminate)
-        primary = start_redshift()
+        s3_url = s3.url if s3 is not None else None
+        primary = start_redshift(s3_url)
         stack.callback(primary.close)
-        second = start_redshift() if secondary else None
+        second = start_redshift(s3_url) if secondary else None
         if second is not None:
             stack.callback(second.close)
-        server = afpipe_server(afpipe_env(sqs_url, primary, second))
+        env = afpipe_env(sqs_url, primary, second)
+        if s3 is not None:
+            env.update(s3.env())
+        server = afpipe_server(env)
         stack.callback(server.kill)
         watcher = stack.enter_context(RowWatcher(primary))
         stack.enter_context(RowWatcher(second)) if second is not None else None
@@ -183,6 +246,7 @@ def run_case(
         wall = time.monotonic() - t0
         sqs1, rs1 = sqs_calls(sqs_url), dict(primary.calls)
         rs1b = dict(second.calls) if second is not None else {}
+        staged = staged_loads(server.port) if s3 is not None else 0.0
         peak_rss_mb = server.peak_rss_mb()
         server.terminate()
     lags = sorted(watcher.seen[i] - t for i, t in acked.items() if i in watcher.seen)
@@ -196,6 +260,8 @@ def run_case(
             delta = count - before.get(op, 0)
             if delta:
                 calls[f"{prefix} {op}"] = 1000 * delta / n
+    if staged:
+        calls["S3 PutObject + DeleteObject"] = 1000 * 2 * staged / n
     return E2eResult(
         name=name,
         offered=rate,
@@ -211,18 +277,38 @@ def run_case(
     )
 
 
+CASES = {
+    "inline": ("primary only, inline SQL", False, False),
+    "inline+secondary": ("primary + secondary, inline SQL", True, False),
+    "staged": ("primary only, S3 staging + COPY", False, True),
+    "staged+secondary": ("primary + secondary, S3 staging + COPY", True, True),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered events/s")
     parser.add_argument("--batch", type=int, default=10, help="events per request")
     parser.add_argument("--drain-s", type=float, default=60.0)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"of: {', '.join(CASES)}")
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not append")
     args = parser.parse_args(argv)
+    chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if unknown := sorted(set(chosen) - set(CASES)):
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
     pin(os.getpid(), CLIENT_CORE)
-    results = [
-        run_case(name, secondary, args.rate, args.seconds, args.batch, args.drain_s)
-        for name, secondary in (("primary only", False), ("primary + secondary", True))
-    ]
+    s3 = S3() if any(CASES[c][2] for c in chosen) else None
+    try:
+        results = [
+            run_case(CASES[c][0], CASES[c][1], s3 if CASES[c][2] else None, args.rate,
+                     args.seconds, args.batch, args.drain_s)
+            for c in chosen
+        ]  # fmt: skip
+        leftovers = s3.leftover_objects() if s3 is not None else 0
+    finally:
+        if s3 is not None:
+            s3.close()
     rows = [
         [
             r.name, f"{r.offered:,.0f}", f"{r.ingest_eps:,.0f}", f"{r.e2e_eps:,.0f}",
@@ -248,9 +334,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{STATEMENT_LATENCY_S * 1000:.0f} ms per statement and default quotas; afpipe defaults "
         "otherwise. Lag = first time the id is seen in the primary table (polled every "
         f"{ROW_POLL_S * 1000:.0f} ms) minus when its request was sent. Targets: e2e ≥ 90% of "
-        "ingest, lag p99 ≤ 5 s at 1,000 ev/s, ≤ 200 AWS calls per 1,000 events."
+        "ingest, lag p99 ≤ 5 s at 1,000 ev/s, ≤ 200 AWS calls per 1,000 events. Staged cases: "
+        "S3 is moto in server mode; S3 calls are counted from afpipe's "
+        f"afpipe_staged_loads_total (one PUT and one DELETE each); staged objects left in the "
+        f"bucket at the end: {leftovers}."
     )
-    report("End to end (bench.e2e)", table(headers, rows) + "\n\n" + by_op + "\n\n" + note)
+    body = table(headers, rows) + "\n\n" + by_op + "\n\n" + note
+    report("End to end (bench.e2e)", body, write=not args.no_doc)
 
 
 if __name__ == "__main__":

@@ -78,12 +78,16 @@ def profile_ingest(seconds: float, out: Path) -> None:
         shutil.rmtree(bodies.parent, ignore_errors=True)
 
 
-def profile_e2e(seconds: float, out: Path, emu_out: Path) -> None:
+def profile_e2e(seconds: float, out: Path, emu_out: Path, staged: bool) -> None:
     from bench import e2e
 
     sqs_proc, sqs_url = e2e.start_fast_sqs()
-    primary = e2e.start_redshift()
-    server = afpipe_server(e2e.afpipe_env(sqs_url, primary, None))
+    s3 = e2e.S3() if staged else None
+    primary = e2e.start_redshift(s3.url if s3 is not None else None)
+    env = e2e.afpipe_env(sqs_url, primary, None)
+    if s3 is not None:
+        env.update(s3.env())
+    server = afpipe_server(env)
     try:
         spies = [record(server.pid, seconds, out), record(os.getpid(), seconds, emu_out)]
         gen = threading.Thread(
@@ -98,6 +102,8 @@ def profile_e2e(seconds: float, out: Path, emu_out: Path) -> None:
         server.kill()
         primary.close()
         sqs_proc.terminate()
+        if s3 is not None:
+            s3.close()
         sqs_proc.wait(10)
 
 
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--target", choices=["ingest", "e2e"], default="ingest")
+    parser.add_argument("--staged", action="store_true", help="e2e with S3 staging + COPY")
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not append")
     args = parser.parse_args(argv)
     pin(os.getpid(), CLIENT_CORE)
     keep = DOC.parent / "profiles"
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         profile_ingest(args.seconds, out)
     else:
         emu_out = tmp / "emulator-e2e.txt"
-        profile_e2e(args.seconds, out, emu_out)
+        profile_e2e(args.seconds, out, emu_out, args.staged)
         if emu_out.exists():
             s, i = summarize(emu_out)
             shutil.copy(emu_out, keep / emu_out.name)
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copy(out, keep / out.name)
     parts.insert(0, f"afpipe process, self:\n\n{s}\n\ninclusive:\n\n{i}")
     note = f"py-spy record, 200 Hz, {args.seconds:g} s, collapsed stacks in docs/profiles/."
-    report(f"Profile: {args.target} (bench.profile)", "\n\n".join([*parts, note]))
+    title = f"Profile: {args.target}{' (staged)' if args.staged else ''} (bench.profile)"
+    report(title, "\n\n".join([*parts, note]), write=not args.no_doc)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
