@@ -99,7 +99,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     writers: Positive = field(default=2, name="AFPIPE_WRITERS")
     channel_messages: NonNegative = field(default=20, name="AFPIPE_CHANNEL_MESSAGES")
-    batch_max_rows: Positive = field(default=1000, name="AFPIPE_BATCH_MAX_ROWS")
+    batch_max_rows: Positive = field(default=5000, name="AFPIPE_BATCH_MAX_ROWS")
     batch_max_bytes: Positive = field(default=4 * 1024 * 1024, name="AFPIPE_BATCH_MAX_BYTES")
     batch_linger_ms: NonNegative = field(default=1000, name="AFPIPE_BATCH_LINGER_MS")
     visibility_timeout_s: Annotated[int, Meta(ge=2, le=43200)] = field(
@@ -196,7 +196,9 @@ HELP: dict[str, str] = {
     "REDSHIFT_SECRET_ARN": "Secrets Manager ARN with the database credentials",
     "REDSHIFT_TABLE_NAME": "target table, `table` or `schema.table`",
     "REDSHIFT_STATEMENT_TIMEOUT": "ms a statement may run before it is cancelled",
-    "REDSHIFT_MAX_RETRIES": "max DescribeStatement polls per statement",
+    "REDSHIFT_MAX_RETRIES": (
+        "seconds of DescribeStatement polling per statement (polls <= 0.25 s apart)"
+    ),
     "SECONDARY_REDSHIFT_ENABLED": "also load every batch into a secondary Redshift",
     "SECONDARY_REDSHIFT_ENDPOINT": "Data API endpoint URL of the secondary (VPC endpoint)",
     "SECONDARY_AWS_REGION": "region of the secondary (default AWS_REGION)",

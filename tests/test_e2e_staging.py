@@ -75,10 +75,17 @@ async def test_large_batches_load_by_copy_exactly_once_also_after_kill_9(
     acked: set[str] = set()
     with trio.fail_after(180):
         async with afpipe_process(data_dir, env) as daemon:
-            await post_batches(daemon.url, acked, until=lambda: len(acked) >= 600)
+            # One message of 400 events (~200 KB) is one batch, too large for one
+            # inline transaction (100 KB of SQL): COPY loads it.
+            async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
+                answer = await client.post(
+                    "/webhook/appsflyer", json=[purchase(50_000_000 + n) for n in range(400)]
+                )
+            assert answer.status_code == 200
+            acked.update(answer.json()["eventIds"])
             await wait_ids(redshift_emulator, acked)
-            # 600 events of ~0.5 KB do not fit one 100 KB inline transaction: COPY did it.
             assert await staged_loads(daemon.url) >= 1
+            await post_batches(daemon.url, acked, until=lambda: len(acked) >= 600)
             await post_batches(daemon.url, acked, until=lambda: len(acked) >= 1200)
             while len(ids_in(redshift_emulator)) < 700:
                 await trio.sleep(0.05)

@@ -119,16 +119,16 @@ def test_unique_rows_keeps_the_first_of_each_id() -> None:
     assert sql.unique_rows([first, again, other]) == [first, other]
 
 
-def test_load_is_one_transaction_of_four_statements() -> None:
+def test_load_is_one_transaction_of_three_statements() -> None:
     [txn] = sql.load_transactions([row(1), row(2)], TABLE, window_s=0)
-    create, insert, delete, final = txn.sqls
+    create, insert, final = txn.sqls
     assert create.startswith("CREATE TEMP TABLE afpipe_stage")
     assert insert.startswith("INSERT INTO afpipe_stage (id, event_time,") and "),(" in insert
-    assert delete.startswith('DELETE FROM afpipe_stage USING "public"."appsflyer_events"')
-    assert final == (
+    assert final.startswith(
         'INSERT INTO "public"."appsflyer_events" (id, event_time, event_name, app_id, user_id,'
         " device_id, event_data) SELECT id, event_time, event_name, app_id, user_id, device_id,"
-        " event_data FROM afpipe_stage"
+        ' event_data FROM afpipe_stage WHERE NOT EXISTS (SELECT 1 FROM "public"."appsflyer_events"'
+        " AS known WHERE known.id = afpipe_stage.id AND (known.event_time BETWEEN"
     )
     for text in txn.sqls:
         translate(text, None)
@@ -137,27 +137,27 @@ def test_load_is_one_transaction_of_four_statements() -> None:
 def test_dedup_window_spans_the_batch_times_plus_the_window() -> None:
     rows = [row(1, event_time="2024-03-02 12:00:00.000000"), row(2, event_time=None)]
     rows.append(row(3, event_time="2024-03-01 00:00:00.500000"))
-    text = sql.delete_known_sql(TABLE, rows, window_s=3600)
+    text = sql.insert_new_sql(TABLE, rows, window_s=3600)
     assert "BETWEEN CAST('2024-02-29 23:00:00.500000' AS TIMESTAMP)" in text
     assert "AND CAST('2024-03-02 13:00:00.000000' AS TIMESTAMP)" in text
-    assert text.endswith('OR "public"."appsflyer_events".event_time IS NULL)')
+    assert text.endswith("OR known.event_time IS NULL))")
 
 
 def test_dedup_window_without_null_times_has_no_null_lookup() -> None:
-    text = sql.delete_known_sql(TABLE, [row(1)], window_s=0)
+    text = sql.insert_new_sql(TABLE, [row(1)], window_s=0)
     assert "IS NULL" not in text
     assert "BETWEEN CAST('2024-03-02 12:00:01.123000' AS TIMESTAMP) AND CAST('2024-03-02" in text
 
 
 def test_dedup_window_with_only_null_times_looks_only_at_null_rows() -> None:
-    text = sql.delete_known_sql(TABLE, [row(1, event_time=None)], window_s=60)
-    assert "BETWEEN" not in text and text.endswith("event_time IS NULL)")
+    text = sql.insert_new_sql(TABLE, [row(1, event_time=None)], window_s=60)
+    assert "BETWEEN" not in text and text.endswith("(known.event_time IS NULL))")
 
 
 def test_dedup_window_is_clamped_to_the_timestamp_range() -> None:
     rows = [row(1, event_time="0001-01-01 00:00:01.000000")]
     rows.append(row(2, event_time="9999-12-31 23:59:00.000000"))
-    text = sql.delete_known_sql(TABLE, rows, window_s=86400)
+    text = sql.insert_new_sql(TABLE, rows, window_s=86400)
     low = datetime.min.isoformat(sep=" ", timespec="microseconds")
     high = datetime.max.isoformat(sep=" ", timespec="microseconds")
     assert f"CAST('{low}' AS TIMESTAMP) AND CAST('{high}' AS TIMESTAMP)" in text

@@ -120,7 +120,7 @@ async def fake_api() -> AsyncIterator[tuple[FakeDataApi, RedshiftData]]:
         yield api, RedshiftData(aws, FAKE_SERVICE, TARGET, statement_timeout_s=20, max_polls=30)
 
 
-async def test_polls_with_doubling_backoff_capped_at_one_second(
+async def test_polls_with_doubling_backoff_capped_at_a_quarter_second(
     autojump_clock: trio.testing.MockClock, fake_api: tuple[FakeDataApi, RedshiftData]
 ) -> None:
     api, data = fake_api
@@ -131,7 +131,7 @@ async def test_polls_with_doubling_backoff_capped_at_one_second(
     assert (result.status, result.result_rows) == ("FINISHED", 3)
     times = [at for at, operation, _ in api.calls if operation == "DescribeStatement"]
     gaps = [round(b - a, 6) for a, b in zip([api.calls[0][0], *times], times, strict=False)]
-    assert gaps == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert gaps == [0.05, 0.1, 0.2, 0.25, 0.25, 0.25, 0.25, 0.25]
 
 
 async def test_request_carries_the_target_and_a_client_token_kept_across_retries(
@@ -177,11 +177,13 @@ async def test_max_polls_bound_the_wait(
 ) -> None:
     api, data = fake_api
     api.describes = [{"Status": "STARTED"}]
-    data.max_polls = 4
-    with trio.fail_after(60), pytest.raises(TransientError, match="4 polls") as caught:
+    data.max_polls = 4  # REDSHIFT_MAX_RETRIES: 4 one-second polls' worth of waiting
+    with trio.fail_after(60), pytest.raises(TransientError, match="4 s of polling") as caught:
         await data.run("SELECT 1")
     assert caught.value.code == TIMED_OUT
-    assert api.operations.count("DescribeStatement") == 4
+    # 0.05 + 0.1 + 0.2, then every 0.25 s until 4 s have passed: 3 + 15 polls
+    assert api.operations.count("DescribeStatement") == 18
+    assert trio.current_time() - api.calls[0][0] == pytest.approx(4.1, abs=0.01)
     assert api.operations[-1] == "CancelStatement"
 
 
@@ -404,6 +406,30 @@ async def test_concurrent_writers_leave_one_row_per_id(
     assert sum(loaded) == 60
     assert counts(redshift_emulator) == (60, 60)
     assert redshift_emulator.calls["BatchExecuteStatement"] >= 3  # the conflict was retried
+
+
+async def test_one_warehouse_runs_its_writers_loads_one_at_a_time(
+    redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
+) -> None:
+    """The same overlap as above, from one warehouse (two writers of one process): the
+    loads take turns instead of conflicting, so each is one transaction."""
+    warehouse = warehouse_on(redshift_emulator, aws_client)
+    events = [event(n) for n in range(60)]
+    loaded: list[int] = []
+
+    async def load(batch: list[Event]) -> None:
+        loaded.append((await warehouse.load(batch)).loaded)
+
+    with trio.fail_after(30):
+        await warehouse.ensure_table()
+        redshift_emulator.set_latency(0.05)
+        redshift_emulator.reset_counters()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load, events[:40])
+            nursery.start_soon(load, events[20:])
+    assert sorted(loaded) == [20, 40]
+    assert counts(redshift_emulator) == (60, 60)
+    assert redshift_emulator.calls["BatchExecuteStatement"] == 2  # no conflict, no retry
 
 
 async def test_bisection_rejects_exactly_the_rows_redshift_refuses(

@@ -27,7 +27,12 @@ from afpipe.errors import ConfigError, PermanentError, TransientError
 logger = logging.getLogger("afpipe.redshift")
 
 FIRST_POLL_S = 0.05
-MAX_POLL_S = 1.0
+# Polls at most this far apart: loads into one table run one after another, so the
+# time between a statement's end and its discovery is time no load runs.
+MAX_POLL_S = 0.25
+# REDSHIFT_MAX_RETRIES counts polls of the old service's one-second cadence: it bounds
+# the polling of one statement to that many seconds, however often afpipe polls.
+POLL_UNIT_S = 1.0
 CANCEL_TIMEOUT_S = 5.0  # a cancel on drain or timeout must not hold shutdown for long
 
 # TransientError.code values set here
@@ -212,15 +217,16 @@ class RedshiftData:
             await self._cancel_quietly(statement_id)
             raise TransientError(
                 f"Redshift statement {statement_id} still running after "
-                f"{self.statement_timeout_s} s or {self.max_polls} polls; cancelled",
+                f"{self.statement_timeout_s} s or {self.max_polls} s of polling; cancelled",
                 code=TIMED_OUT,
             )
         return result
 
     async def _poll(self, statement_id: str) -> StatementResult | None:
-        delay_s = FIRST_POLL_S
-        for _ in range(self.max_polls):
+        delay_s, waited_s = FIRST_POLL_S, 0.0
+        while waited_s < self.max_polls * POLL_UNIT_S:
             await trio.sleep(delay_s)
+            waited_s += delay_s
             result = await self.describe(statement_id)
             if result.status in _TERMINAL:
                 return result

@@ -16,7 +16,7 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     pollers: int = 2
     writers: int = 2
     channel_messages: int = 20
-    batch_max_rows: int = 1000
+    batch_max_rows: int = 5000
     batch_max_bytes: int = 4 * 1024 * 1024
     batch_linger_s: float = 1.0
     visibility_s: int = 120

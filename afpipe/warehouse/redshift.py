@@ -4,8 +4,11 @@ A batch becomes as few BatchExecuteStatement transactions as the Data API's
 limits allow (see ``redshift_sql``), each idempotent on ``id``. A transaction
 that FAILED for a data reason is bisected (``load_isolating``) down to the
 offending events, which come back as ``Rejected`` with Redshift's error text;
-the rest commit. A serializable-isolation conflict with a concurrent writer is
-retried here with backoff, within the AWS client's retry budget.
+the rest commit. This process's writers run their load transactions on one
+warehouse one at a time (what they do before, such as staging to S3, overlaps):
+two loads into one table at once only wait on Redshift's table lock or fail with
+a serializable-isolation conflict. A conflict with another process is retried
+here with backoff, within the AWS client's retry budget.
 
 With a ``Stager`` (S3 staging on), rows that do not fit in one inline
 transaction are loaded as one COPY transaction from S3 instead
@@ -18,6 +21,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+
+import trio
 
 from afpipe import metrics
 from afpipe.aws.client import AwsClient
@@ -50,7 +55,7 @@ class RedshiftWarehouse:
     ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
-    range the dedup looks at (``redshift_sql.delete_known_sql``); ``stager``
+    range the dedup looks at (``redshift_sql.insert_new_sql``); ``stager``
     turns on COPY from S3 for what does not fit one inline transaction.
     """
 
@@ -78,6 +83,7 @@ class RedshiftWarehouse:
         self.dedup_window_s = dedup_window_s
         self.limits = limits
         self.stager = stager
+        self._transactions = trio.Lock()  # one load transaction at a time (see above)
 
     async def ensure_table(self) -> None:
         await self.data.run(sql.create_table_sql(self.table))
@@ -179,7 +185,8 @@ class RedshiftWarehouse:
         retry_index = 0
         while True:
             try:
-                return await self.data.run(sqls, classify=classify)
+                async with self._transactions:
+                    return await self.data.run(sqls, classify=classify)
             except TransientError as exc:
                 if exc.code != CONFLICT:
                     raise

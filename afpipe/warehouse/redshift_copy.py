@@ -7,8 +7,8 @@ for inline SQL, are loaded as one transaction from one S3 object instead:
     CREATE TEMP TABLE afpipe_stage (...)                      -- as inline
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
         FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'           -- one line
-    DELETE FROM afpipe_stage USING <target> ...               -- as inline
-    INSERT INTO <target> (...) SELECT ... FROM afpipe_stage   -- as inline
+    INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
+        WHERE NOT EXISTS (...the target's rows of those ids...)  -- as inline
 
 The object is gzip'd JSON lines: one object per row, keys the lower-case
 column names, text columns as JSON strings or null, and ``event_data`` the
@@ -124,8 +124,7 @@ def copy_transaction(
     sqls = [
         sql.create_stage_sql(),
         copy_sql(staging, key),
-        sql.delete_known_sql(table, rows, window_s),
-        sql.insert_target_sql(table),
+        sql.insert_new_sql(table, rows, window_s),
     ]
     return sql.LoadTransaction(list(rows), sqls)
 

@@ -12,14 +12,16 @@ A load is one transaction (one BatchExecuteStatement, so at most 40 SQL texts):
 
     CREATE TEMP TABLE afpipe_stage (...same columns as the target...)
     INSERT INTO afpipe_stage (...) VALUES (...), (...)      -- one or more
-    DELETE FROM afpipe_stage USING <target>
-        WHERE afpipe_stage.id = <target>.id AND <event-time window>
     INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
+        WHERE NOT EXISTS (SELECT 1 FROM <target> AS known
+                          WHERE known.id = afpipe_stage.id AND <event-time window>)
 
+The dedup and the insert are one statement (an anti-join): every statement
+costs a round of the Data API, and a load is serialised per table anyway.
 Rows are unique by id within a load (``unique_rows``). Two loads of the same
-ids at once cannot both insert: the later one to commit fails with
-serializable isolation violation 1023, is retried, and its DELETE then sees
-the committed rows.
+ids at once cannot both insert: both read and write the target, so the later
+one to commit fails with serializable isolation violation 1023, is retried,
+and its anti-join then sees the committed rows.
 """
 
 from __future__ import annotations
@@ -136,10 +138,6 @@ def create_stage_sql() -> str:
     return f"CREATE TEMP TABLE {STAGE} {_COLUMN_TYPES}\n)"
 
 
-def insert_target_sql(table: TableName) -> str:
-    return f"INSERT INTO {table.sql} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE}"
-
-
 def _shifted(event_time: str, seconds: float) -> str:
     moment = datetime.fromisoformat(event_time)
     try:
@@ -149,22 +147,23 @@ def _shifted(event_time: str, seconds: float) -> str:
     return moment.isoformat(sep=" ", timespec="microseconds")
 
 
-def _delete_known_sql(table: TableName, span: tuple[str, str] | None, has_null: bool) -> str:
+def _insert_new_sql(table: TableName, span: tuple[str, str] | None, has_null: bool) -> str:
     target = table.sql
     bounds: list[str] = []
     if span is not None:
         low, high = (f"CAST({literal(moment)} AS TIMESTAMP)" for moment in span)
-        bounds.append(f"{target}.event_time BETWEEN {low} AND {high}")
+        bounds.append(f"known.event_time BETWEEN {low} AND {high}")
     if has_null:
-        bounds.append(f"{target}.event_time IS NULL")
+        bounds.append("known.event_time IS NULL")
     return (
-        f"DELETE FROM {STAGE} USING {target} WHERE {STAGE}.id = {target}.id"
-        f" AND ({' OR '.join(bounds)})"
+        f"INSERT INTO {target} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE}"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {target} AS known WHERE known.id = {STAGE}.id"
+        f" AND ({' OR '.join(bounds)}))"
     )
 
 
-def delete_known_sql(table: TableName, rows: Sequence[Row], window_s: float) -> str:
-    """Drop from the stage the ids the target already holds.
+def insert_new_sql(table: TableName, rows: Sequence[Row], window_s: float) -> str:
+    """Insert the stage's rows whose ids the target does not hold yet.
 
     A repeated event has the same payload, hence the same id *and* the same
     event_time, so a duplicate can only sit at one of the stage's own event
@@ -178,17 +177,13 @@ def delete_known_sql(table: TableName, rows: Sequence[Row], window_s: float) -> 
     """
     times = [row.event_time for row in rows if row.event_time is not None]
     span = (_shifted(min(times), -window_s), _shifted(max(times), window_s)) if times else None
-    return _delete_known_sql(table, span, has_null=len(times) < len(rows))
+    return _insert_new_sql(table, span, has_null=len(times) < len(rows))
 
 
 def _fixed_bytes(table: TableName) -> int:
     """The SQL every load transaction carries besides its VALUES (longest form)."""
     widest = "0001-01-01 00:00:00.000000"
-    fixed = [
-        create_stage_sql(),
-        _delete_known_sql(table, (widest, widest), has_null=True),
-        insert_target_sql(table),
-    ]
+    fixed = [create_stage_sql(), _insert_new_sql(table, (widest, widest), has_null=True)]
     return sum(len(sql.encode()) for sql in fixed)
 
 
@@ -241,8 +236,7 @@ def load_transactions(
         sqls = [
             create_stage_sql(),
             *inserts,
-            delete_known_sql(table, txn_rows, window_s),
-            insert_target_sql(table),
+            insert_new_sql(table, txn_rows, window_s),
         ]
         out.append(LoadTransaction(txn_rows, sqls))
     return out
@@ -251,7 +245,7 @@ def load_transactions(
 def _pack(sizes: list[int], fixed_bytes: int, limits: SqlLimits) -> Iterator[list[list[int]]]:
     """Next fit: row indexes per INSERT statement, statements per transaction."""
     prefix_bytes = len(_insert_stage_prefix().encode())
-    max_inserts = limits.max_statements - 3  # CREATE, DELETE and INSERT ... SELECT
+    max_inserts = limits.max_statements - 2  # CREATE and the final INSERT ... SELECT
     txn: list[list[int]] = []
     txn_bytes = statement_bytes = 0  # SQL so far in the transaction, in its last INSERT
     for index, size in enumerate(sizes):
