@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.e2e [--seconds 30] [--rate 1000] [--batch 10]
                                   [--cases inline,inline+secondary,staged,staged+secondary]
-                                  [--no-doc]
+                                  [--no-doc] [--env NAME=VALUE ...]
 
 Each emulated statement takes 500 ms and the Data API quotas are enforced
 (ExecuteStatement 30/s, BatchExecuteStatement 20/s, DescribeStatement 100/s).
@@ -215,6 +215,7 @@ def run_case(
     seconds: float,
     batch: int,
     drain_s: float,
+    extra_env: dict[str, str] | None = None,
 ) -> E2eResult:
     with ExitStack() as stack:
         sqs_proc, sqs_url = start_fast_sqs()
@@ -229,6 +230,7 @@ def run_case(
         env = afpipe_env(sqs_url, primary, second)
         if s3 is not None:
             env.update(s3.env())
+        env.update(extra_env or {})
         server = afpipe_server(env)
         stack.callback(server.kill)
         watcher = stack.enter_context(RowWatcher(primary))
@@ -293,7 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain-s", type=float, default=60.0)
     parser.add_argument("--cases", default=",".join(CASES), help=f"of: {', '.join(CASES)}")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not append")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="afpipe setting"
+    )
     args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.env)
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
     if unknown := sorted(set(chosen) - set(CASES)):
         parser.error(f"unknown case(s): {', '.join(unknown)}")
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results = [
             run_case(CASES[c][0], CASES[c][1], s3 if CASES[c][2] else None, args.rate,
-                     args.seconds, args.batch, args.drain_s)
+                     args.seconds, args.batch, args.drain_s, extra)
             for c in chosen
         ]  # fmt: skip
         leftovers = s3.leftover_objects() if s3 is not None else 0
@@ -328,11 +334,12 @@ def main(argv: list[str] | None = None) -> None:
         ["AWS calls per 1,000 events", *[r.name for r in results]],
         [[op, *[f"{r.calls_per_1k.get(op, 0):.1f}" for r in results]] for op in ops],
     )
+    overrides = "".join(f", {k}={v}" for k, v in extra.items())
     note = (
         f"{args.seconds:g} s at {args.rate:g} events/s offered, {args.batch} events per request "
         "(JSON array), 64 connections; fast_sqs as SQS; Redshift Data API emulator(s) with "
         f"{STATEMENT_LATENCY_S * 1000:.0f} ms per statement and default quotas; afpipe defaults "
-        "otherwise. Lag = first time the id is seen in the primary table (polled every "
+        f"otherwise{overrides}. Lag = first time the id is seen in the primary table (polled every "
         f"{ROW_POLL_S * 1000:.0f} ms) minus when its request was sent. Targets: e2e ≥ 90% of "
         "ingest, lag p99 ≤ 5 s at 1,000 ev/s, ≤ 200 AWS calls per 1,000 events. Staged cases: "
         "S3 is moto in server mode; S3 calls are counted from afpipe's "
