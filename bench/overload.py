@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=1200.0, help="offered events/s")
     parser.add_argument("--connections", type=int, default=256)
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not append")
     args = parser.parse_args(argv)
     pin(os.getpid(), CLIENT_CORE)
     server = afpipe_server({})
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         + ". Targets: RSS ≤ 200 MB and flat, excess answered 503 + Retry-After, exit ≤ 5 s, "
         "nothing acknowledged lost."
     )
-    report("Overload (bench.overload)", table(["measure", "value"], rows) + "\n\n" + note)
+    body = table(["measure", "value"], rows) + "\n\n" + note
+    report("Overload (bench.overload)", body, write=not args.no_doc)
 
 
 if __name__ == "__main__":
