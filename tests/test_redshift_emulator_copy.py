@@ -18,7 +18,6 @@ from tests.emulators.redshift.errors import SqlError
 from tests.emulators.redshift.s3 import s3_service_exception
 from tests.emulators.redshift.translate import translate
 from tests.emulators.redshift_data import RedshiftDataEmulator
-from tests.fixtures.moto import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, MOTO_REGION
 from tests.fixtures.redshift import EMULATOR_SETTINGS, REDSHIFT_TARGET, make_redshift_data_client
 
 POLL_TIMEOUT_S = 10.0
@@ -107,16 +106,9 @@ def ndjson(records: list[dict[str, Any]]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def s3(moto_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        region_name=MOTO_REGION,
-        endpoint_url=moto_endpoint,
-        aws_access_key_id=FAKE_ACCESS_KEY_ID,
-        aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
-    )
+def s3(boto_s3: Any) -> Any:
+    """boto3's S3 client on the suite's moto (``tests.fixtures.s3``)."""
+    return boto_s3
 
 
 @pytest.fixture(scope="module")
