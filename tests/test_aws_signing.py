@@ -13,7 +13,15 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.credentials import ReadOnlyCredentials
 
 from afpipe.aws import AwsService, redshift_data_service, resolve_endpoint, sqs_service
-from afpipe.aws.signing import encode_payload, sign
+from afpipe.aws.signing import encode_payload, json_request, sign_request
+
+
+def sign(
+    service: AwsService, operation: str, body: bytes, credentials: ReadOnlyCredentials
+) -> dict[str, str]:
+    """The headers afpipe sends for one JSON-protocol attempt."""
+    return sign_request(service, json_request(service, operation, body), credentials)
+
 
 FIXED_NOW = datetime.datetime(2024, 3, 2, 12, 0, 1)
 ENDPOINT = "https://example.test:8443"

@@ -60,10 +60,3 @@ def sign_request(
     auth = S3SigV4Auth if request.s3 else SigV4Auth
     auth(credentials, service.signing_name, service.region).add_auth(prepared)
     return {name: str(value) for name, value in prepared.headers.items()}
-
-
-def sign(
-    service: AwsService, operation: str, body: bytes, credentials: ReadOnlyCredentials
-) -> dict[str, str]:
-    """Headers for one JSON-protocol attempt."""
-    return sign_request(service, json_request(service, operation, body), credentials)
