@@ -10,6 +10,7 @@ from afpipe.config import Settings
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue, peek_dead_letters, redrive
+from afpipe.warehouse import redshift_sql as sql
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
 
@@ -112,6 +113,25 @@ async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str
             raise PermanentError(
                 f"table {table} has columns {columns}, expected {EXPECTED_COLUMNS}"
             )
+        await _check_isolation(warehouse)
+
+
+async def _check_isolation(warehouse: RedshiftWarehouse) -> None:
+    """The isolation level, and that loads are exactly once under it: every load
+    LOCKs afpipe's lock table first, so this checks that the lock can be taken."""
+    level = await warehouse.isolation_level() or "unknown (STV_DB_ISOLATION_LEVEL has no row)"
+    lock = sql.lock_table(warehouse.table)
+    print(f"  isolation level: {level}")
+    if await warehouse.check_lock():
+        print(
+            f"  ok: LOCK {lock.schema}.{lock.table} taken: loads are exactly once under"
+            " this isolation level, with any number of afpipe processes"
+        )
+    else:
+        print(
+            f"  lock table {lock.schema}.{lock.table} does not exist yet (afpipe serve"
+            " creates it); loads are exactly once under this isolation level once it does"
+        )
 
 
 async def _check_staging(settings: Settings, aws: AwsClient | None) -> None:

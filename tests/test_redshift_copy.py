@@ -72,14 +72,16 @@ def test_copy_transaction_reuses_the_inline_stage_dedup_and_insert() -> None:
     txn = copy.copy_transaction(rows, TABLE, 3600.0, STAGING, KEY)
     assert txn.rows == rows
     assert txn.sqls == [
+        sql.lock_sql(TABLE),
         sql.create_stage_sql(),
         copy.copy_sql(STAGING, KEY),
         sql.insert_new_sql(TABLE, rows, 3600.0),
     ]
-    assert txn.sqls[0].startswith("CREATE TEMP TABLE afpipe_stage (")
-    assert txn.sqls[2].startswith('INSERT INTO "analytics"."appsflyer_events" (id, event_time')
-    assert 'NOT EXISTS (SELECT 1 FROM "analytics"."appsflyer_events" AS known' in txn.sqls[2]
-    assert "IS NULL" in txn.sqls[2]  # a row without event_time is compared with such rows
+    assert txn.sqls[0] == 'LOCK "analytics"."afpipe_load_lock"'
+    assert txn.sqls[1].startswith("CREATE TEMP TABLE afpipe_stage (")
+    assert txn.sqls[3].startswith('INSERT INTO "analytics"."appsflyer_events" (id, event_time')
+    assert 'NOT EXISTS (SELECT 1 FROM "analytics"."appsflyer_events" AS known' in txn.sqls[3]
+    assert "IS NULL" in txn.sqls[3]  # a row without event_time is compared with such rows
 
 
 def test_object_key_is_dated_in_utc_under_the_prefix() -> None:
@@ -189,10 +191,11 @@ def test_rows_needing_two_inline_transactions_go_through_s3() -> None:
 
 
 def test_too_many_statements_go_through_s3() -> None:
-    # tiny SQL limits: each row its own INSERT, at most 38 INSERTs per transaction
+    # tiny SQL limits: each row its own INSERT, at most 37 INSERTs per transaction
+    # (besides LOCK, CREATE and the final INSERT ... SELECT)
     limits = sql.SqlLimits(max_sql_bytes=1000, max_batch_sql_bytes=100_000, max_statements=40)
-    rows = [row(n, data=json.dumps({"pad": "x" * 700})) for n in range(39)]
-    assert copy.inline_transaction(rows[:38], TABLE, 60.0, limits) is not None
+    rows = [row(n, data=json.dumps({"pad": "x" * 700})) for n in range(38)]
+    assert copy.inline_transaction(rows[:37], TABLE, 60.0, limits) is not None
     assert copy.inline_transaction(rows, TABLE, 60.0, limits) is None
 
 

@@ -551,9 +551,29 @@ def test_delete_using_and_insert_select_is_an_idempotent_load(events: Any) -> No
     assert rows == [["a", "again"], ["b", "again"], ["c", "again"]]
 
 
+@pytest.fixture
+def serializable_emulator() -> Iterator[RedshiftDataEmulator]:
+    """An emulator whose database uses SERIALIZABLE isolation (the default is
+    SNAPSHOT: see test_redshift_emulator_isolation.py)."""
+    emu = start_emulator(dataclasses.replace(EMULATOR_SETTINGS, isolation="serializable"))
+    try:
+        yield emu
+    finally:
+        emu.close()
+    assert not emu.crashes
+
+
+@pytest.fixture
+def serializable_events(serializable_emulator: RedshiftDataEmulator) -> Any:
+    client = make_redshift_data_client(serializable_emulator)
+    run_ok(client, EVENTS_DDL)
+    return client
+
+
 def test_concurrent_loads_conflict_with_serializable_isolation(
-    events: Any, redshift_emulator: RedshiftDataEmulator
+    serializable_events: Any, serializable_emulator: RedshiftDataEmulator
 ) -> None:
+    events, redshift_emulator = serializable_events, serializable_emulator
     redshift_emulator.set_latency(0.2)  # both batches stage before either writes
     ids = [
         events.batch_execute_statement(Sqls=staged_load(["a", "b"], marker), **REDSHIFT_TARGET)[
@@ -572,9 +592,10 @@ def test_concurrent_loads_conflict_with_serializable_isolation(
 
 
 def test_writers_that_lock_first_are_serialized(
-    events: Any, redshift_emulator: RedshiftDataEmulator
+    serializable_events: Any, serializable_emulator: RedshiftDataEmulator
 ) -> None:
-    redshift_emulator.set_latency(0.1)
+    events = serializable_events
+    serializable_emulator.set_latency(0.1)
     load = [
         "DELETE FROM appsflyer_events WHERE id IN ('a', 'b')",
         "INSERT INTO appsflyer_events (id) VALUES ('a'), ('b')",

@@ -8,7 +8,7 @@ import pytest
 
 from tests.emulators.redshift.errors import SqlError
 from tests.emulators.redshift.lexer import Kind, tokenize
-from tests.emulators.redshift.locks import LockManager
+from tests.emulators.redshift.locks import LockManager, Mode
 from tests.emulators.redshift.names import TableName
 from tests.emulators.redshift.translate import referenced_parameters, translate
 
@@ -186,14 +186,14 @@ def test_trailing_semicolon_and_comments_are_fine() -> None:
 
 
 def test_lock_cycles_are_reported_as_deadlocks() -> None:
-    locks = LockManager()
-    locks.acquire(1, ["a"], lambda: None)
-    locks.acquire(2, ["b"], lambda: None)
+    locks = LockManager("serializable")
+    locks.acquire(1, ["a"], Mode.WRITE, lambda: None)
+    locks.acquire(2, ["b"], Mode.WRITE, lambda: None)
     deadlocked: list[int] = []
 
     def wants(txn_id: int, table: str) -> None:
         try:
-            locks.acquire(txn_id, [table], lambda: None)
+            locks.acquire(txn_id, [table], Mode.WRITE, lambda: None)
         except SqlError as exc:
             assert "deadlock detected" in str(exc)
             deadlocked.append(txn_id)
@@ -206,3 +206,68 @@ def test_lock_cycles_are_reported_as_deadlocks() -> None:
         thread.join(5)
     assert len(deadlocked) == 1
     assert not any(thread.is_alive() for thread in threads)
+
+
+class _Waited(Exception):
+    """Raised by the cancellation check: the lock was not granted at once."""
+
+
+def _waited() -> None:
+    raise _Waited
+
+
+@pytest.mark.parametrize(
+    ("isolation", "held", "wanted", "waits"),
+    [
+        ("snapshot", Mode.SHARE, Mode.SHARE, False),
+        ("snapshot", Mode.SHARE, Mode.WRITE, False),
+        ("snapshot", Mode.WRITE, Mode.WRITE, False),
+        ("serializable", Mode.WRITE, Mode.WRITE, True),
+        ("serializable", Mode.WRITE, Mode.SHARE, False),
+        ("snapshot", Mode.EXCLUSIVE, Mode.SHARE, True),
+        ("snapshot", Mode.SHARE, Mode.EXCLUSIVE, True),
+        ("serializable", Mode.WRITE, Mode.EXCLUSIVE, True),
+    ],
+)
+def test_lock_modes(isolation: str, held: Mode, wanted: Mode, waits: bool) -> None:
+    locks = LockManager(isolation)
+    locks.acquire(1, ["public.t"], held, _waited)
+    locks.acquire(2, ["public.other"], Mode.EXCLUSIVE, _waited)
+    locks.acquire(1, ["public.t"], Mode.EXCLUSIVE, _waited)  # its own locks never wait
+    locks.release(1)
+    locks.acquire(1, ["public.t"], held, _waited)
+    if waits:
+        with pytest.raises(_Waited):
+            locks.acquire(2, ["public.t"], wanted, _waited)
+    else:
+        locks.acquire(2, ["public.t"], wanted, _waited)
+
+
+@pytest.mark.parametrize(
+    ("sql", "locked"),
+    [
+        ("LOCK t", ["public.t"]),
+        ('lock table "S"."T", u', ["s.t", "public.u"]),
+        ("LOCK dev.public.T", ["public.t"]),
+    ],
+)
+def test_lock_names_its_tables_and_runs_nothing(sql: str, locked: list[str]) -> None:
+    plan = translate(sql, None)
+    assert [name.qualified() for name in plan.locks] == locked
+    assert (plan.sql, plan.writes, plan.reads) == ("", (), ())
+
+
+def test_tables_a_statement_may_read() -> None:
+    reads = translate(
+        "INSERT INTO t SELECT x.id FROM s AS x JOIN a.b ON x.id = b.id WHERE c <> 'lk'", None
+    ).reads
+    assert {TableName(None, "t"), TableName(None, "s"), TableName("a", "b")} <= set(reads)
+    assert TableName(None, "lk") not in reads  # a string, not a name
+    assert TableName(None, "b") not in reads  # b of a.b is not public.b
+
+
+def test_alter_drop_and_truncate_lock_exclusively() -> None:
+    for sql in ("TRUNCATE t", "DROP TABLE t", "ALTER TABLE t ADD COLUMN c INT"):
+        assert translate(sql, None).exclusive
+    for sql in ("INSERT INTO t VALUES (1)", "CREATE TABLE t (c INT)", "DELETE FROM t"):
+        assert not translate(sql, None).exclusive

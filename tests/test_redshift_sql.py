@@ -119,9 +119,10 @@ def test_unique_rows_keeps_the_first_of_each_id() -> None:
     assert sql.unique_rows([first, again, other]) == [first, other]
 
 
-def test_load_is_one_transaction_of_three_statements() -> None:
+def test_load_is_one_transaction_of_four_statements_lock_first() -> None:
     [txn] = sql.load_transactions([row(1), row(2)], TABLE, window_s=0)
-    create, insert, final = txn.sqls
+    lock, create, insert, final = txn.sqls
+    assert lock == 'LOCK "public"."afpipe_load_lock"'
     assert create.startswith("CREATE TEMP TABLE afpipe_stage")
     assert insert.startswith("INSERT INTO afpipe_stage (id, event_time,") and "),(" in insert
     assert final.startswith(

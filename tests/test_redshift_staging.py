@@ -172,12 +172,13 @@ async def test_a_larger_batch_is_one_copy_transaction_and_its_object_is_deleted(
     assert txn.ids == [e.id for e in events]
     assert re.fullmatch(r"loads/\d{4}/\d\d/\d\d/\d\d/[0-9a-f-]{36}\.json\.gz", txn.staged_key)
     assert [sql.split(" ", 2)[:2] for sql in txn.sqls] == [
+        ["LOCK", '"public"."afpipe_load_lock"'],
         ["CREATE", "TEMP"],
         ["COPY", "afpipe_stage"],
         ["INSERT", "INTO"],
     ]
     staging = Staging(bucket=s3_bucket, prefix="loads/", iam_role=ROLE, region=MOTO_REGION)
-    assert txn.sqls[1] == redshift_copy.copy_sql(staging, txn.staged_key)
+    assert txn.sqls[2] == redshift_copy.copy_sql(staging, txn.staged_key)
     assert s3_keys(boto_s3, s3_bucket) == set()
 
 

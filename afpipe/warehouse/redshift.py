@@ -4,11 +4,14 @@ A batch becomes as few BatchExecuteStatement transactions as the Data API's
 limits allow (see ``redshift_sql``), each idempotent on ``id``. A transaction
 that FAILED for a data reason is bisected (``load_isolating``) down to the
 offending events, which come back as ``Rejected`` with Redshift's error text;
-the rest commit. This process's writers run their load transactions on one
-warehouse one at a time (what they do before, such as staging to S3, overlaps):
-two loads into one table at once only wait on Redshift's table lock or fail with
-a serializable-isolation conflict. A conflict with another process is retried
-here with backoff, within the AWS client's retry budget.
+the rest commit. Every load transaction first LOCKs afpipe's own lock table, so
+loads from any number of processes run one after another and each dedups in a
+snapshot that sees the previous load's rows: exactly once under SNAPSHOT and
+SERIALIZABLE isolation alike (the argument is in ``redshift_sql``). This
+process's writers also queue among themselves before submitting (what they do
+before, such as staging to S3, overlaps), so they wait here rather than in
+Redshift holding a WLM slot. A serializable conflict with another writer of the
+target is retried here with backoff, within the AWS client's retry budget.
 
 With a ``Stager`` (S3 staging on), rows that do not fit in one inline
 transaction are loaded as one COPY transaction from S3 instead
@@ -83,10 +86,34 @@ class RedshiftWarehouse:
         self.dedup_window_s = dedup_window_s
         self.limits = limits
         self.stager = stager
-        self._transactions = trio.Lock()  # one load transaction at a time (see above)
+        self._transactions = trio.Lock()  # this process's loads queue here first (see above)
 
     async def ensure_table(self) -> None:
+        """The target and the lock table every load takes first (both idempotent)."""
         await self.data.run(sql.create_table_sql(self.table))
+        await self.data.run(sql.create_lock_table_sql(self.table))
+
+    async def isolation_level(self) -> str:
+        """The database's isolation level as STV_DB_ISOLATION_LEVEL names it
+        (``Serializable`` or ``Snapshot Isolation``); "" when it shows no row."""
+        records = await self.data.query(
+            "SELECT isolation_level FROM stv_db_isolation_level WHERE db_name = :database",
+            {"database": self.data.target.database},
+        )
+        return str(records[0][0]).strip() if records else ""
+
+    async def check_lock(self) -> bool:
+        """Take (and at once release) the load lock, as a load does; False when the
+        lock table does not exist yet (``ensure_table`` creates it)."""
+        lock = sql.lock_table(self.table)
+        found = await self.data.query(
+            "SELECT 1 FROM svv_columns WHERE table_schema = :schema AND table_name = :table",
+            {"schema": lock.schema, "table": lock.table},
+        )
+        if not found:
+            return False
+        await self.data.run([sql.lock_sql(self.table), "SELECT 1"])
+        return True
 
     async def ping(self) -> None:
         await self.data.run("SELECT 1")

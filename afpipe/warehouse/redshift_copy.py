@@ -4,6 +4,7 @@ Inline SQL carries at most ~100 KB per transaction (``redshift_sql``). With
 staging on, rows that do not fit in ONE inline transaction, or a row too large
 for inline SQL, are loaded as one transaction from one S3 object instead:
 
+    LOCK <schema>.afpipe_load_lock                            -- as inline
     CREATE TEMP TABLE afpipe_stage (...)                      -- as inline
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
         FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'           -- one line
@@ -122,6 +123,7 @@ def copy_transaction(
 ) -> sql.LoadTransaction:
     """The idempotent load of ``rows`` (unique ids) from the object at ``key``."""
     sqls = [
+        sql.lock_sql(table),
         sql.create_stage_sql(),
         copy_sql(staging, key),
         sql.insert_new_sql(table, rows, window_s),

@@ -10,18 +10,38 @@ raw NUL: its canonical JSON escapes it as ``\\u0000``.
 
 A load is one transaction (one BatchExecuteStatement, so at most 40 SQL texts):
 
+    LOCK <schema>.afpipe_load_lock                          -- loaders queue here
     CREATE TEMP TABLE afpipe_stage (...same columns as the target...)
     INSERT INTO afpipe_stage (...) VALUES (...), (...)      -- one or more
     INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
         WHERE NOT EXISTS (SELECT 1 FROM <target> AS known
                           WHERE known.id = afpipe_stage.id AND <event-time window>)
 
+Why this is exactly once, under SERIALIZABLE and under SNAPSHOT isolation, with
+any number of afpipe processes, instances and retries:
+
+1. Redshift does not enforce PRIMARY KEY, and under SNAPSHOT isolation two
+   overlapping transactions that each see an id absent both insert it. So the
+   anti-join alone is not enough: two loads of one id must never overlap.
+2. Every afpipe load of a schema first takes ``LOCK`` on the small table
+   ``afpipe_load_lock`` of that schema (``ensure_table`` creates it), which is
+   ACCESS EXCLUSIVE until the transaction ends: afpipe loads into the schema
+   run one after another, whichever process, instance or retry sends them.
+   The target itself is never locked, so analysts' SELECTs never wait on a load.
+3. A transaction's snapshot is taken at its first SELECT, DML or CREATE TABLE,
+   not at LOCK. The LOCK comes first, so each load's snapshot is taken after
+   the previous load committed (or rolled back): its anti-join sees every row
+   any earlier load committed, and inserts only the ids nobody holds.
+4. A load whose answer was lost (kill -9, a dropped connection, a timeout whose
+   CancelStatement lost the race) either still holds the lock - its retry waits,
+   then finds its rows - or has not taken it yet - then it finds the retry's
+   rows. Either order leaves one row per id.
+5. Under SERIALIZABLE, loads that run one after another cannot form a cycle;
+   a conflict with another writer of the target (not afpipe) is retried.
+
 The dedup and the insert are one statement (an anti-join): every statement
-costs a round of the Data API, and a load is serialised per table anyway.
-Rows are unique by id within a load (``unique_rows``). Two loads of the same
-ids at once cannot both insert: both read and write the target, so the later
-one to commit fails with serializable isolation violation 1023, is retried,
-and its anti-join then sees the committed rows.
+costs a round of the Data API. Rows are unique by id within a load
+(``unique_rows``).
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from afpipe.errors import ConfigError
 from afpipe.event import Row
 
 STAGE = "afpipe_stage"
+LOCK_TABLE = "afpipe_load_lock"  # one per schema: what afpipe loads serialize on
 COLUMNS = ("id", "event_time", "event_name", "app_id", "user_id", "device_id", "event_data")
 _COLUMN_LIST = ", ".join(COLUMNS)
 _TEXT_COLUMNS = ("id", "event_name", "app_id", "user_id", "device_id")
@@ -117,6 +138,20 @@ def create_table_sql(table: TableName) -> str:
     )
 
 
+def lock_table(table: TableName) -> TableName:
+    """The table every afpipe load into ``table``'s schema LOCKs first."""
+    return TableName(table.schema, LOCK_TABLE)
+
+
+def create_lock_table_sql(table: TableName) -> str:
+    # Never written or read: it exists to be LOCKed. Small, so LOCK is cheap.
+    return f"CREATE TABLE IF NOT EXISTS {lock_table(table).sql} (held_by VARCHAR(64))"
+
+
+def lock_sql(table: TableName) -> str:
+    return f"LOCK {lock_table(table).sql}"
+
+
 def values_tuple(row: Row) -> str:
     texts = [literal(value) for value in row[:-1]]
     return f"({', '.join(texts)}, JSON_PARSE({literal(row.event_data)}))"
@@ -183,7 +218,11 @@ def insert_new_sql(table: TableName, rows: Sequence[Row], window_s: float) -> st
 def _fixed_bytes(table: TableName) -> int:
     """The SQL every load transaction carries besides its VALUES (longest form)."""
     widest = "0001-01-01 00:00:00.000000"
-    fixed = [create_stage_sql(), _insert_new_sql(table, (widest, widest), has_null=True)]
+    fixed = [
+        lock_sql(table),
+        create_stage_sql(),
+        _insert_new_sql(table, (widest, widest), has_null=True),
+    ]
     return sum(len(sql.encode()) for sql in fixed)
 
 
@@ -234,6 +273,7 @@ def load_transactions(
         txn_rows = [rows[i] for group in groups for i in group]
         inserts = [_insert_stage_prefix() + ",".join(tuples[i] for i in group) for group in groups]
         sqls = [
+            lock_sql(table),
             create_stage_sql(),
             *inserts,
             insert_new_sql(table, txn_rows, window_s),
@@ -245,7 +285,7 @@ def load_transactions(
 def _pack(sizes: list[int], fixed_bytes: int, limits: SqlLimits) -> Iterator[list[list[int]]]:
     """Next fit: row indexes per INSERT statement, statements per transaction."""
     prefix_bytes = len(_insert_stage_prefix().encode())
-    max_inserts = limits.max_statements - 2  # CREATE and the final INSERT ... SELECT
+    max_inserts = limits.max_statements - 3  # LOCK, CREATE and the final INSERT ... SELECT
     txn: list[list[int]] = []
     txn_bytes = statement_bytes = 0  # SQL so far in the transaction, in its last INSERT
     for index, size in enumerate(sizes):

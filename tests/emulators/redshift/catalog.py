@@ -1,7 +1,7 @@
 """What every emulator database starts with: the `public` schema, macros for the
 Redshift functions DuckDB lacks, an `information_schema.columns` view that
-speaks Redshift's type names and COPY's `sys_load_error_detail` (translate.py
-routes catalog queries to them)."""
+speaks Redshift's type names, COPY's `sys_load_error_detail` and
+`stv_db_isolation_level` (translate.py routes catalog queries to them)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ SETUP_SQL = (
         file_name VARCHAR, line_number BIGINT, column_name VARCHAR, column_type VARCHAR,
         column_length INTEGER, error_code INTEGER, error_message VARCHAR,
         raw_field_value VARCHAR)""",
+    # One row: the database the statement targets and the emulator's isolation
+    # level, both set per connection by the engine (SET VARIABLE). Redshift's columns
+    # are character(128) and character(20); these are not blank-padded.
+    """CREATE VIEW rs_catalog.stv_db_isolation_level AS
+    SELECT CAST(getvariable('rs_db_name') AS VARCHAR) AS db_name,
+        CAST(getvariable('rs_isolation_level') AS VARCHAR) AS isolation_level""",
     r"""CREATE VIEW rs_catalog.columns AS
     WITH lengths AS (
         SELECT schema_name, table_name, constraint_column_names[1] AS column_name,

@@ -9,15 +9,13 @@ from tests.emulators.redshift.settings import Settings
 from tests.emulators.redshift.statements import Target
 from tests.emulators.redshift.translate import referenced_parameters
 
-# Newer Data API features the emulator does not model; failing loudly beats
-# silently ignoring them.
-_UNSUPPORTED = ("SessionId", "SessionKeepAliveSeconds", "WaitTimeSeconds")
+# What a session fixes when it opens (sessions.py), so a call in it names none.
+_FIXED_BY_SESSION = ("ClusterIdentifier", "WorkgroupName", "Database", "DbUser", "SecretArn")
 
 
 def check_unsupported(params: dict[str, Any]) -> None:
-    for name in _UNSUPPORTED:
-        if name in params:
-            raise validation_error(f"emulator: {name} is not supported")
+    """Data API options the emulator does not model: failing loudly beats silently
+    ignoring them."""
     if params.get("ResultFormat", "JSON") != "JSON":
         raise validation_error("emulator: only ResultFormat JSON is supported")
     if params.get("ExecutionMode", "TRANSACTION") != "TRANSACTION":
@@ -50,6 +48,19 @@ def target(params: dict[str, Any], settings: Settings) -> Target:
     _check_exists(cluster, settings.clusters)
     _check_exists(workgroup, settings.workgroups)
     return found
+
+
+def no_target_in_session(params: dict[str, Any]) -> None:
+    """A call with SessionId names no target or credentials: the session fixed them
+    when it opened. The service's documentation lists the combinations of these
+    members without SessionId and says nothing of them with it; the emulator takes
+    the strict reading and refuses any of them."""
+    given = [name for name in _FIXED_BY_SESSION if name in params]
+    if given:
+        raise validation_error(
+            f"emulator: {', '.join(given)} cannot be given with SessionId; "
+            "the session's target and credentials are those it was opened with"
+        )
 
 
 def _check_exists(name: str | None, known: frozenset[str] | None) -> None:

@@ -1,99 +1,61 @@
-"""The SQL engine: one DuckDB database, one connection per Data API transaction."""
+"""The SQL engine: one DuckDB connection and transaction per Data API transaction.
+
+Isolation as Redshift does it (the lock modes and both levels are in locks.py):
+each statement first takes the locks of the tables it reads and writes; then the
+first statement other than LOCK begins DuckDB's transaction and takes the
+snapshot (Redshift's "first SELECT, DML or CREATE/ALTER/DROP TABLE"), so a
+statement blocked by a LOCK reads what the holder committed. DuckDB takes its
+snapshot at the first query that reads the main database, not at BEGIN, so
+_begin makes it take it at once, together with the lock manager's commit count.
+DuckDB's own MVCC does the rest: appends never conflict, and the later of two
+writers of one row fails (reported with the 1023 text).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
-from tests.emulators.redshift.catalog import SETUP_SQL
 from tests.emulators.redshift.control import Control
-from tests.emulators.redshift.copy_load import LoadError, LoadErrorDetail, copy_from_s3, load_failed
+from tests.emulators.redshift.copy_load import LoadError, copy_from_s3, load_failed
 from tests.emulators.redshift.copy_sql import CopyCommand
+from tests.emulators.redshift.database import Database
 from tests.emulators.redshift.duck_errors import redshift_error
 from tests.emulators.redshift.errors import SqlError, StatementAborted
-from tests.emulators.redshift.locks import LockManager, serializable_violation
+from tests.emulators.redshift.locks import LockManager, Mode, serializable_violation
 from tests.emulators.redshift.names import TableName
 from tests.emulators.redshift.results import ResultSet, result_set
 from tests.emulators.redshift.s3 import S3Reader
+from tests.emulators.redshift.settings import ISOLATION_LEVELS, TEST_DATABASE
 from tests.emulators.redshift.translate import Plan
 
-_KEPT_SCHEMAS = ("main", "rs_catalog", "information_schema", "pg_catalog")
-
-
-class Database:
-    def __init__(self, path: str | None = None) -> None:
-        self._root = duckdb.connect(path or ":memory:")
-        self._lock = threading.Lock()  # cursor() on the root connection is not thread safe
-        for statement in SETUP_SQL:
-            self._root.execute(statement)
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            con = self._root.cursor()
-        con.execute("SET schema = 'public'")  # Redshift's default schema
-        return con
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run DuckDB SQL directly (test inspection), in its own connection."""
-        con = self.connect()
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
-    def record_load_error(
-        self, detail: LoadErrorDetail, table: str, query_id: int, txn_id: int
-    ) -> None:
-        """A row of sys_load_error_detail, committed on its own: it outlives the
-        failed COPY's transaction."""
-        con = self.connect()
-        try:
-            con.execute(
-                "INSERT INTO rs_catalog.sys_load_error_detail VALUES "
-                "(?, ?, timezone('UTC', now()), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    query_id,
-                    txn_id,
-                    table,
-                    detail.file_name,
-                    detail.line_number,
-                    detail.column_name,
-                    detail.column_type,
-                    detail.column_length,
-                    detail.error_code,
-                    detail.error_message,
-                    detail.raw_field_value,
-                ],
-            )
-        finally:
-            con.close()
-
-    def drop_everything(self) -> None:
-        """Drop every user schema and table; keep the macros and catalog views."""
-        with self._lock:
-            self._root.execute("DELETE FROM rs_catalog.sys_load_error_detail")
-            schemas = self._root.execute(
-                "SELECT schema_name FROM duckdb_schemas() "
-                "WHERE database_name = current_database() AND NOT internal"
-            ).fetchall()
-            for (schema,) in schemas:
-                if schema not in _KEPT_SCHEMAS:
-                    self._root.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            self._root.execute("CREATE SCHEMA IF NOT EXISTS public")
-
-    def close(self) -> None:
-        with self._lock:
-            self._root.close()
+# Reads a main-database table: DuckDB's snapshot is taken by the first such query.
+_SNAPSHOT_SQL = "SELECT 1 FROM rs_catalog.sys_load_error_detail LIMIT 0"
+_RELATION_KIND_SQL = (
+    "SELECT 'table' FROM duckdb_tables() WHERE database_name = current_database() "
+    "AND schema_name = ? AND table_name = ? UNION ALL "
+    "SELECT 'view' FROM duckdb_views() WHERE database_name = current_database() "
+    "AND schema_name = ? AND view_name = ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     result: ResultSet | None  # rows, when the statement has a result set
     result_rows: int  # rows returned, or rows affected by DML
+
+
+class SessionConnection(Protocol):
+    """A Data API session (sessions.py): its connection, and so its temp tables,
+    outlive each transaction run on it."""
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection: ...
+
+    def temp_tables(self) -> set[str]: ...
 
 
 class Transaction:
@@ -106,24 +68,36 @@ class Transaction:
         txn_id: int,
         control: Control,
         s3: S3Reader | None = None,
+        *,
+        database: str = TEST_DATABASE,
+        session: SessionConnection | None = None,
     ) -> None:
         self._db = db
+        self._session = session  # None: a connection of its own, closed at the end
         self._s3 = s3
         self._locks = locks
         self._id = txn_id
         self._control = control
+        self._database = database  # the statement's target, as STV_DB_ISOLATION_LEVEL shows
         self._con: duckdb.DuckDBPyConnection | None = None
         self._snapshot = 0
-        self._temp_tables: set[str] = set()
+        self._temp_tables: set[str] = session.temp_tables() if session is not None else set()
         self._written: set[str] = set()
+        self._writing = ""  # the table the current statement writes, for conflict errors
         self._committed = False
 
     def execute(self, plan: Plan, query_id: int = 0) -> Outcome:
-        tables = self._permanent_tables(plan)
-        self._locks.acquire(self._id, tables, self._control.check)
+        if plan.locks:
+            self._lock(plan.locks)
+            return Outcome(None, 0)
+        writes = self._permanent_tables(plan.writes, plan.creates_temp)
+        reads = self._permanent_tables(plan.reads, plan.creates_temp) - writes
+        self._acquire(sorted(reads), Mode.SHARE)
+        self._acquire(sorted(writes), Mode.EXCLUSIVE if plan.exclusive else Mode.WRITE)
         con = self._begin()
-        self._locks.check_serializable(self._id, self._snapshot, tables)
-        self._written.update(tables)
+        self._locks.check_serializable(self._id, self._snapshot, writes)
+        self._written.update(writes)
+        self._writing = min(writes, default="")
         if plan.copy is not None:
             return Outcome(None, self._copy(con, plan.copy, query_id))
         sql = plan.sql if plan.like is None else plan.sql + self._columns_of(con, plan.like)
@@ -135,6 +109,34 @@ class Transaction:
         # DuckDB reports affected rows of DML as a one-row "Count" result.
         affected = rows[0][0] if rows and isinstance(rows[0][0], int) else 0
         return Outcome(None, affected)
+
+    def _lock(self, names: tuple[TableName, ...]) -> None:
+        """LOCK: ACCESS EXCLUSIVE on each table in the order given (so two LOCKs of
+        the same tables in opposite orders can deadlock, as on Redshift). It does
+        not begin the snapshot."""
+        for name in names:
+            if name.schema is None and name.table in self._temp_tables:
+                continue  # the session's own temp table: no other session can see it
+            kind = self._relation_kind(name)
+            if kind is None:
+                shown = name.table if name.schema is None else name.qualified()
+                raise SqlError(f'relation "{shown}" does not exist')
+            if kind != "table":
+                raise SqlError(f'"{name.table}" is not a table')
+            self._acquire([name.qualified()], Mode.EXCLUSIVE)
+
+    def _relation_kind(self, name: TableName) -> str | None:
+        """'table', 'view' or None. Before the snapshot, a connection of its own
+        looks (what is committed now); after, ours (our own CREATE TABLE too)."""
+        params: list[object] = [name.schema or "public", name.table] * 2
+        if self._con is None:
+            rows = self._db.query(_RELATION_KIND_SQL, params)
+        else:
+            rows = self._run(self._con, _RELATION_KIND_SQL, params)[0]
+        return str(rows[0][0]) if rows else None
+
+    def _acquire(self, tables: list[str], mode: Mode) -> None:
+        self._locks.acquire(self._id, tables, mode, self._control.check)
 
     def commit(self) -> None:
         self._control.check()
@@ -156,7 +158,7 @@ class Transaction:
                 # A failed statement may have rolled DuckDB's transaction back already.
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
-            if con is not None:
+            if con is not None and self._session is None:
                 con.close()
         finally:
             self._locks.release(self._id)
@@ -174,12 +176,16 @@ class Transaction:
             self._db.record_load_error(exc.detail, table.table, query_id, self._id)
             raise load_failed(table) from exc
 
-    def _permanent_tables(self, plan: Plan) -> set[str]:
-        """Tables this statement writes, except this session's temp tables."""
+    def _permanent_tables(
+        self, names: tuple[TableName, ...], creating_temp: TableName | None
+    ) -> set[str]:
+        """Qualified names of `names` but this session's temp tables: an unqualified
+        name is a temp table first (Redshift's search path starts with pg_temp)."""
+        temp = self._temp_tables | ({creating_temp.table} if creating_temp else set())
         return {
             name.qualified()
-            for name in plan.writes
-            if not (name.schema is None and name.table in self._temp_tables)
+            for name in names
+            if not (name.schema is None and (name.table in temp or name.table.startswith("#")))
         }
 
     def _columns_of(self, con: duckdb.DuckDBPyConnection, parent: TableName) -> str:
@@ -200,11 +206,17 @@ class Transaction:
 
     def _begin(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            # DuckDB takes its snapshot at the first query after BEGIN, so this
-            # snapshot number is never newer than DuckDB's (the check errs strict).
-            self._snapshot = self._locks.snapshot()
-            self._con = self._db.connect()
-            self._con.execute("BEGIN TRANSACTION")
+            session = self._session
+            self._con = con = self._db.connect() if session is None else session.connection
+            con.execute("SET VARIABLE rs_db_name = ?", [self._database])
+            level = ISOLATION_LEVELS[self._locks.isolation]
+            con.execute("SET VARIABLE rs_isolation_level = ?", [level])
+
+            def start() -> None:
+                con.execute("BEGIN TRANSACTION")
+                con.execute(_SNAPSHOT_SQL).fetchall()
+
+            self._snapshot = self._locks.take_snapshot(start)
         return self._con
 
     def _run(
@@ -217,7 +229,10 @@ class Transaction:
                 cursor = con.execute(sql, params)
                 return cursor.fetchall(), list(cursor.description or [])
             except duckdb.TransactionException as exc:
-                raise serializable_violation("(write-write conflict)", self._id, 0) from exc
+                # A write-write conflict: DuckDB fails the later writer of a row (or of
+                # a catalog entry) at once, as Redshift fails it.
+                table = self._writing or "(write-write conflict)"
+                raise serializable_violation(table, self._id, 0) from exc
             except duckdb.Error as exc:
                 if self._control.cancelled:
                     raise StatementAborted from exc

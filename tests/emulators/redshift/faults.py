@@ -53,6 +53,28 @@ class Faults:
         self.hang_all = False
         self.max_active_statements: int | None = None
         self.latency_s = 0.0
+        # CancelStatement comes too late: the statement is past cancelling (committing),
+        # so the answer is {"Status": false} and it runs on and commits.
+        self.cancel_loses_race = False
+        self.unavailable = False  # every request answers 503, as in an outage
+        self.cancel_delay_s = 0.0  # CancelStatement answers (and acts) this late
+        # Statements whose SQL holds a needle FAIL with its text (until cleared): a row
+        # Redshift refuses with an error afpipe may not know.
+        self.failing_needles: dict[str, str] = {}
+
+    def set_needle_error(self, needle: str, error: str | None) -> None:
+        with self._lock:
+            if error is None:
+                self.failing_needles.pop(needle, None)
+            else:
+                self.failing_needles[needle] = error
+
+    def needle_error(self, sqls: list[str]) -> str | None:
+        with self._lock:
+            for needle, error in self.failing_needles.items():
+                if any(needle in sql for sql in sqls):
+                    return error
+        return None
 
     def set_rate_limit(self, operation: str, per_s: float | None) -> None:
         with self._lock:
@@ -98,3 +120,7 @@ class Faults:
             self.hang_all = False
             self.max_active_statements = None
             self.latency_s = 0.0
+            self.cancel_loses_race = False
+            self.unavailable = False
+            self.cancel_delay_s = 0.0
+            self.failing_needles.clear()

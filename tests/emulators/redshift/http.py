@@ -126,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
         sigv4.verify("POST", self.path, headers, body, self.server.settings)
         operation = self._operation()
         self.server.counters.count_call(operation)
+        if self.server.faults.unavailable:
+            raise ApiError("ServiceUnavailableException", "Service Unavailable", status=503)
         if self.server.faults.internal_error(operation):
             raise ApiError("InternalServerException", "emulator: injected failure", status=500)
         if not self.server.faults.allow(operation):

@@ -1,5 +1,9 @@
 """Runs statements asynchronously, one worker thread each, like the real service:
 SUBMITTED -> PICKED (waiting for a WLM slot) -> STARTED -> FINISHED | FAILED | ABORTED.
+
+The configured latency is spent after each step has run, inside its open
+transaction, so that a transaction holds its snapshot and locks for most of its
+run time, as on Redshift: transactions submitted together really overlap.
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ import threading
 from collections.abc import Callable
 
 from tests.emulators.redshift.control import Control
-from tests.emulators.redshift.engine import Database, Transaction
+from tests.emulators.redshift.database import Database
+from tests.emulators.redshift.engine import Transaction
 from tests.emulators.redshift.errors import SqlError, StatementAborted
 from tests.emulators.redshift.faults import Faults, StatementFault
 from tests.emulators.redshift.locks import LockManager
 from tests.emulators.redshift.s3 import S3Reader
+from tests.emulators.redshift.settings import TEST_DATABASE
 from tests.emulators.redshift.statements import Statement, Status
 from tests.emulators.redshift.translate import translate
 
@@ -29,11 +35,12 @@ class Runner:
         wlm_slots: int,
         on_crash: Callable[[BaseException], None],
         s3: S3Reader | None = None,
+        isolation: str = "snapshot",
     ) -> None:
         self._db = db
         self._s3 = s3
         self._faults = faults
-        self._locks = LockManager()
+        self._locks = LockManager(isolation)
         self._slots = threading.Semaphore(wlm_slots)
         self._on_crash = on_crash
         self._txn_ids = itertools.count(1)
@@ -81,16 +88,18 @@ class Runner:
 
     def _execute(self, statement: Statement) -> None:
         fault = self._faults.take_statement_fault()
-        txn = Transaction(self._db, self._locks, next(self._txn_ids), statement.control, self._s3)
+        txn = self._transaction(statement)
         try:
             for number, step in enumerate(statement.steps):
                 statement.begin_step(step)
                 try:
-                    statement.control.sleep(self._faults.latency_s)
                     if number == 0:
                         _apply(fault, statement.control)
+                    if (needle_error := self._faults.needle_error([step.sql])) is not None:
+                        raise SqlError(needle_error)
                     plan = translate(step.sql, statement.parameters)
                     outcome = txn.execute(plan, step.query_id)
+                    statement.control.sleep(self._faults.latency_s)
                 except SqlError as exc:
                     statement.fail(step, f"ERROR: {exc}")
                     return
@@ -103,6 +112,19 @@ class Runner:
             statement.finish()
         finally:
             txn.close()
+
+    def _transaction(self, statement: Statement) -> Transaction:
+        # Without Database (a SecretArn names it), the emulator's own database.
+        database = statement.target.database or TEST_DATABASE
+        return Transaction(
+            self._db,
+            self._locks,
+            next(self._txn_ids),
+            statement.control,
+            self._s3,
+            database=database,
+            session=statement.session,  # None: a connection of its own (sessions.py)
+        )
 
 
 def _apply(fault: StatementFault | None, control: Control) -> None:

@@ -13,6 +13,9 @@ TEST_DATABASE = "dev"
 TEST_DB_USER = "afpipe"
 TEST_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:afpipe-test-AbCdEf"
 
+# Settings.isolation -> the level's name in STV_DB_ISOLATION_LEVEL.
+ISOLATION_LEVELS = {"snapshot": "Snapshot Isolation", "serializable": "Serializable"}
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -37,3 +40,13 @@ class Settings:
     s3_secret_key: str | None = None  # None: secret_key
     s3_session_token: str | None = None
     s3_region: str = TEST_REGION  # the cluster's region: a COPY without REGION reads there
+    # The database's isolation level: "snapshot" (the default of Serverless workgroups
+    # and new clusters: concurrent writers of one table both commit) or "serializable"
+    # (the later of two conflicting writers fails with error 1023). See locks.py.
+    isolation: str = "snapshot"
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ISOLATION_LEVELS:
+            raise ValueError(
+                f"isolation must be one of {sorted(ISOLATION_LEVELS)}, not {self.isolation!r}"
+            )

@@ -12,10 +12,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tests.emulators.redshift.control import Control
 from tests.emulators.redshift.engine import Outcome
 from tests.emulators.redshift.errors import ApiError
+
+if TYPE_CHECKING:
+    from tests.emulators.redshift.sessions import Session
 
 _query_ids = itertools.count(100_000)
 
@@ -85,6 +89,7 @@ class Statement:
     started_at: float | None = None
     duration_ns: int = 0
     pid: int = 0
+    session: Session | None = None  # the Data API session it runs in (sessions.py)
     control: Control = field(default_factory=Control)
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -3,8 +3,10 @@
 The translation is token based (see lexer.py). It binds `:name` parameters as
 literals (Redshift types a parameter by context, as DuckDB does a string
 literal), re-renders every string literal for DuckDB, maps the few Redshift
-functions DuckDB lacks, rewrites CREATE TABLE (ddl.py), parses COPY for the engine
-(copy_sql.py) and rejects what the Data API or Redshift would reject.
+functions DuckDB lacks, rewrites CREATE TABLE (ddl.py), parses COPY (copy_sql.py)
+and LOCK (references.py) for the engine, names the tables a statement writes and
+may read for the lock manager, and rejects what the Data API or Redshift would
+reject.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tests.emulators.redshift.ddl import is_create_table, rewrite_create_table
 from tests.emulators.redshift.errors import SqlError
 from tests.emulators.redshift.lexer import Kind, Token, render, significant, tokenize
 from tests.emulators.redshift.names import TableName, read_name
+from tests.emulators.redshift.references import is_lock, named_tables, parse_lock
 
 # Functions DuckDB lacks under their Redshift names; the rs_* macros are created
 # by the engine (engine_setup.py).
@@ -29,6 +32,12 @@ _FUNCTION_RENAMES = {
 }
 _RESULT_SET_WORDS = frozenset({"select", "with", "values", "show", "explain", "table"})
 _TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort"})
+# Catalog relations the engine creates in rs_catalog (catalog.py), by their Redshift
+# names; each may also be written pg_catalog.<name>.
+_CATALOG_RELATIONS = {
+    "sys_load_error_detail": "rs_catalog.sys_load_error_detail",
+    "stv_db_isolation_level": "rs_catalog.stv_db_isolation_level",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,9 @@ class Plan:
     creates_temp: TableName | None  # a temp table it creates (private to the transaction)
     like: TableName | None = None  # CREATE TABLE ... (LIKE like): sql is the head only
     copy: CopyCommand | None = None  # COPY from S3: run by the engine, sql is empty
+    reads: tuple[TableName, ...] = ()  # tables it may read (references.named_tables)
+    exclusive: bool = False  # ALTER/DROP/TRUNCATE: `writes` are locked ACCESS EXCLUSIVE
+    locks: tuple[TableName, ...] = ()  # LOCK: the tables to lock; sql is empty
 
 
 def referenced_parameters(sql: str) -> set[str] | None:
@@ -54,6 +66,8 @@ def referenced_parameters(sql: str) -> set[str] | None:
 def translate(sql: str, parameters: Mapping[str, str] | None) -> Plan:
     tokens = _single_statement(tokenize(sql))
     tokens = _bind(tokens, parameters)
+    if is_lock(significant(tokens)):
+        return Plan("", False, (), None, locks=parse_lock(significant(tokens)))
     if is_copy(significant(tokens)):
         command = parse_copy(significant(tokens))
         return Plan("", False, (command.table,), None, copy=command)
@@ -73,7 +87,10 @@ def translate(sql: str, parameters: Mapping[str, str] | None) -> Plan:
         if first.is_word("merge"):
             _check_merge(sig)
         text = render(tokens)
-    return Plan(text, _has_result_set(sig), writes, temp, like)
+    # Redshift takes ACCESS EXCLUSIVE for these; CREATE TABLE and DML write.
+    exclusive = first.is_word("alter", "drop", "truncate")
+    reads = named_tables(sig)
+    return Plan(text, _has_result_set(sig), writes, temp, like, reads=reads, exclusive=exclusive)
 
 
 def _single_statement(tokens: list[Token]) -> list[Token]:
@@ -121,9 +138,9 @@ def _rename_functions(tokens: list[Token]) -> list[Token]:
         elif token.is_word("columns", "svv_columns") and _is_catalog_columns(out, token):
             _drop_qualifier(out)
             out.append(Token(Kind.WORD, "rs_catalog.columns", "rs_catalog.columns"))
-        elif token.is_word("sys_load_error_detail") and _qualifier(out) in (None, "pg_catalog"):
+        elif token.is_word(*_CATALOG_RELATIONS) and _qualifier(out) in (None, "pg_catalog"):
             _drop_qualifier(out)
-            name = "rs_catalog.sys_load_error_detail"
+            name = _CATALOG_RELATIONS[token.value]
             out.append(Token(Kind.WORD, name, name))
         else:
             out.append(token)

@@ -1,5 +1,5 @@
-"""Statements rendered as DescribeStatement / ListStatements answer them.
-Callers of describe() and describe_step() hold the statement's lock."""
+"""Statements rendered as ExecuteStatement, DescribeStatement and ListStatements
+answer them. Callers of describe() and describe_step() hold the statement's lock."""
 
 from __future__ import annotations
 
@@ -8,6 +8,29 @@ from typing import Any
 from tests.emulators.redshift.statements import Statement, Step
 
 Json = dict[str, Any]
+
+
+def submitted(statement: Statement, *, waited: bool) -> Json:
+    """The answer to ExecuteStatement / BatchExecuteStatement. After WaitTimeSeconds
+    it carries Status (terminal, or the status it has reached), RedshiftPid once the
+    statement has started, and HasResultSet once it has ended: the service documents
+    all three for that answer; what it sends for a statement still running is not
+    documented, so the emulator sends only what is known."""
+    with statement.lock:
+        out: Json = {
+            "Id": statement.id,
+            "CreatedAt": statement.created_at,
+            **statement.target.as_response(),
+            **_session(statement),
+        }
+        if not waited:
+            return out  # without WaitTimeSeconds, as before long polling existed
+        out["Status"] = str(statement.status)
+        if statement.started_at is not None:
+            out["RedshiftPid"] = statement.pid
+        if statement.status.terminal:
+            out["HasResultSet"] = any(_has_result_set(step) for step in statement.steps)
+        return out
 
 
 def describe(statement: Statement) -> Json:
@@ -20,6 +43,7 @@ def describe(statement: Statement) -> Json:
         "RedshiftPid": statement.pid,
         "QueryString": "; ".join(step.sql for step in statement.steps),
         **statement.target.as_response(),
+        **_session(statement),
     }
     if statement.error is not None:
         out["Error"] = statement.error
@@ -39,7 +63,7 @@ def describe(statement: Statement) -> Json:
 def describe_step(statement: Statement, step: Step) -> Json:
     """DescribeStatement of a sub-statement id (`<id>:<n>`)."""
     out = _sub_statement(step)
-    out.update(RedshiftPid=statement.pid, **statement.target.as_response())
+    out.update(RedshiftPid=statement.pid, **statement.target.as_response(), **_session(statement))
     return out
 
 
@@ -60,7 +84,13 @@ def list_item(statement: Statement) -> Json:
             out["StatementName"] = statement.name
         if statement.target.secret_arn is not None:
             out["SecretArn"] = statement.target.secret_arn
+        out.update(_session(statement))
         return out
+
+
+def _session(statement: Statement) -> Json:
+    session = statement.session
+    return {} if session is None else {"SessionId": session.id}
 
 
 def _sub_statement(step: Step) -> Json:
