@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -28,6 +26,7 @@ from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import (
     EMULATOR_SETTINGS,
     REDSHIFT_TARGET,
+    alarm_after,
     make_redshift_data_client,
     start_emulator,
 )
@@ -51,17 +50,8 @@ CREATE TABLE IF NOT EXISTS appsflyer_events (
 @pytest.fixture(autouse=True)
 def _time_limit() -> Iterator[None]:
     """Bound every test: SIGALRM interrupts even a blocked socket read."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIME_LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIME_LIMIT_S)
-    try:
+    with alarm_after(TEST_TIME_LIMIT_S):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -8,12 +8,10 @@ out are the smallest the API allows (1 s)."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -24,7 +22,12 @@ from tests.emulators.redshift.errors import ApiError
 from tests.emulators.redshift.sessions import NOT_AVAILABLE, SessionStore
 from tests.emulators.redshift.statements import Statement, Target
 from tests.emulators.redshift_data import TEST_CLUSTER, RedshiftDataEmulator
-from tests.fixtures.redshift import REDSHIFT_TARGET, make_redshift_data_client, start_emulator
+from tests.fixtures.redshift import (
+    REDSHIFT_TARGET,
+    alarm_after,
+    make_redshift_data_client,
+    start_emulator,
+)
 
 TEST_TIME_LIMIT_S = 20
 POLL_TIMEOUT_S = 10.0
@@ -39,17 +42,8 @@ TERMINAL = ("FINISHED", "FAILED", "ABORTED")
 @pytest.fixture(autouse=True)
 def _time_limit() -> Iterator[None]:
     """Bound every test: SIGALRM interrupts even a blocked socket read."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test exceeded {TEST_TIME_LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIME_LIMIT_S)
-    try:
+    with alarm_after(TEST_TIME_LIMIT_S):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
