@@ -9,7 +9,8 @@ from afpipe.aws import AwsClient
 from afpipe.config import Settings
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
-from afpipe.queue.sqs import SqsQueue, peek_dead_letters, redrive
+from afpipe.queue.sqs import SqsQueue
+from afpipe.queue.sqs_dead_letters import peek_dead_letters, redrive
 from afpipe.warehouse import redshift_sql as sql
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
@@ -77,6 +78,9 @@ async def _check_queue(settings: Settings, aws: AwsClient | None) -> None:
         print(f"  ok: {visible} waiting, {in_flight} in flight, {dead} dead letters")
 
 
+MIN_SAFE_VISIBILITY_S = 10
+
+
 async def _check_sqs(settings: Settings, queue: SqsQueue) -> None:
     attributes = await queue.attributes()
     depth = attributes.get("ApproximateNumberOfMessages", "?")
@@ -84,16 +88,20 @@ async def _check_sqs(settings: Settings, queue: SqsQueue) -> None:
     visibility_s = int(attributes.get("VisibilityTimeout", "0") or 0)
     print(f"  ok: {depth} waiting, {in_flight} in flight, visibility timeout {visibility_s} s")
     print(f"  redrive policy: {attributes.get('RedrivePolicy') or 'none'}")
-    needed_s = settings.batch_linger_ms / 1000 + settings.redshift_statement_timeout_ms / 1000
-    for name, value in (
-        ("queue VisibilityTimeout", visibility_s),
-        ("AFPIPE_VISIBILITY_TIMEOUT_S", settings.visibility_timeout_s),
-    ):
-        if value < needed_s:
-            print(
-                f"  WARNING: {name} ({value} s) is shorter than the batch linger plus the"
-                f" statement timeout ({needed_s:.0f} s): messages may be redelivered mid-load"
-            )
+    # Heartbeats extend held messages every half timeout, so a load may take any
+    # time; the timeout is what a crashed process's messages wait before redelivery.
+    effective_s = settings.visibility_timeout_s or visibility_s
+    source = "AFPIPE_VISIBILITY_TIMEOUT_S" if settings.visibility_timeout_s else "the queue's"
+    print(
+        f"  visibility timeout used: {effective_s} s ({source}); after a crash, what the"
+        f" process held is back within {effective_s} s"
+    )
+    if effective_s < MIN_SAFE_VISIBILITY_S:
+        print(
+            f"  WARNING: a visibility timeout of {effective_s} s leaves the heartbeat"
+            f" {effective_s / 2:.0f} s per extension: a slow SQS call lets held messages"
+            " reappear and be loaded twice over (deduplicated, but wasted work)"
+        )
 
 
 async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str) -> None:

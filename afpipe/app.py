@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 import trio
 
 from afpipe import backends, metrics
+from afpipe import drain as drain_plan
 from afpipe.aws import AwsClient
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
@@ -44,7 +45,7 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         batch_max_rows=settings.batch_max_rows,
         batch_max_bytes=settings.batch_max_bytes,
         batch_linger_s=settings.batch_linger_ms / 1000,
-        visibility_s=settings.visibility_timeout_s,
+        visibility_s=settings.visibility_timeout_s or None,
         max_receives=settings.max_receives,
         empty_receive_pause_s=settings.sqs_polling_interval_ms / 1000,
         receive_wait_s=settings.receive_wait_s,
@@ -83,6 +84,7 @@ async def run(
 ) -> int:
     """Run afpipe until drained; returns the process exit status."""
     drain = drain or trio.Event()
+    deadline = drain_plan.new_run()  # before any task starts: they all share it
     exit_ = Exit()
     health = Health(settings.ready_fail_after_s)
     notifier = Notifier()
@@ -95,10 +97,11 @@ async def run(
         warehouse = None
         secondary = retry_queue = secondary_warehouse = None
         if consume:
+            # The table is created at the first load, not here: a warehouse that is down
+            # at start must not stop ingest (the writers wait and retry).
             warehouse = InstrumentedWarehouse(
-                await stack.enter_async_context(backends.open_warehouse(settings, aws))
+                LazyTable(await stack.enter_async_context(backends.open_warehouse(settings, aws)))
             )
-            await warehouse.ensure_table()
             if settings.secondary_redshift_enabled:
                 secondary, retry_queue, secondary_warehouse = await _open_secondary(
                     stack, settings, aws
@@ -157,9 +160,10 @@ async def run(
                     await drain.wait()
                     health.draining = True
                     await notifier.send("STOPPING=1")
-                    # Keep back a moment for the consumer's release (visibility 0).
-                    work_scope.deadline = trio.current_time() + max(
-                        settings.drain_timeout_s - RELEASE_TIMEOUT_S, settings.drain_timeout_s / 2
+                    # The work, then shielded cleanups (statement cancels, staged
+                    # deletes), then the release (visibility 0): all within the timeout.
+                    work_scope.deadline = deadline.start(
+                        trio.current_time(), settings.drain_timeout_s, RELEASE_TIMEOUT_S
                     )
                     stop_http.set()
                     await ingest_done.wait()  # requests answered, producer flushed
@@ -213,6 +217,7 @@ async def _start_ingest(
         max_pending_events=settings.producer_max_pending_events,
         senders=settings.producer_senders,
         health=health,
+        max_pending_bytes=settings.producer_max_pending_bytes,
     )
 
     async def run_producer(*, task_status: trio.TaskStatus[None]) -> None:
@@ -236,6 +241,7 @@ async def _start_ingest(
             allowed_cidrs=settings.allowed_cidrs,
             trusted_proxies=settings.trusted_proxies,
             max_inflight_requests=settings.max_inflight_requests,
+            max_body_buffer_bytes=settings.max_body_buffer_bytes,
         ),
     )
     config = hypercorn_config(
@@ -244,6 +250,7 @@ async def _start_ingest(
         settings.drain_timeout_s * HTTP_DRAIN_SHARE,
         settings.tls_cert_file,
         settings.tls_key_file,
+        keep_alive_timeout_s=settings.keep_alive_timeout_s,
         reuse_port=reuse_port,
     )
 

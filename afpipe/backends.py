@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from afpipe.aws import AwsClient, AwsService, redshift_data_service, sqs_service
+from afpipe.aws import AwsClient, AwsService, redshift_data_service, sqs_api, sqs_service
 from afpipe.aws.redshift_data import Target
 from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import parse_s3_uri, s3_endpoint
@@ -23,9 +23,20 @@ from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift_copy import Staging
 from afpipe.warehouse.s3_staging import Stager
 
-# Our dead-letter message attributes count towards SQS's size limit, so bodies
-# stay this far below AFPIPE_QUEUE_MAX_MESSAGE_BYTES: any body can be dead-lettered.
-DEAD_LETTER_HEADROOM_BYTES = 2048
+# Our dead-letter message attributes count towards SQS's size limit (name, type and
+# value of each, in UTF-8 bytes), so bodies stay this far below
+# AFPIPE_QUEUE_MAX_MESSAGE_BYTES: any body can be dead-lettered with the longest
+# reason. Both string values are cut to MAX_REASON_CHARS characters of up to 4 bytes.
+_STRING_ATTRIBUTE_BYTES = len("String") + 4 * sqs_api.MAX_REASON_CHARS
+DEAD_LETTER_HEADROOM_BYTES = (
+    len(sqs_api.REASON_ATTRIBUTE)
+    + _STRING_ATTRIBUTE_BYTES
+    + len(sqs_api.SOURCE_ID_ATTRIBUTE)
+    + _STRING_ATTRIBUTE_BYTES
+    + len(sqs_api.RECEIVE_COUNT_ATTRIBUTE)
+    + len("Number")
+    + 20  # digits of a 64-bit count
+)
 
 
 def body_limit_bytes(settings: Settings) -> int:
@@ -189,6 +200,7 @@ async def open_warehouse(
             max_polls=settings.redshift_max_retries,
             dedup_window_s=settings.dedup_window_s,
             stager=stager(settings, aws),
+            max_unclassified_failures=settings.max_unclassified_failures,
         )
     else:
         filename = "warehouse.db" if which == "primary" else "warehouse-secondary.db"

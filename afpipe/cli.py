@@ -63,6 +63,10 @@ def _export_dotenv(path: Path = Path(".env")) -> None:
             os.environ.setdefault(name, value)
 
 
+# Hidden from the logs by value too, not only where a pattern finds them.
+_AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -71,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"afpipe: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(
+        settings.log_level,
+        third_party=settings.log_third_party,
+        secrets=[settings.webhook_token, *(os.environ.get(n, "") for n in _AWS_SECRET_VARIABLES)],
+    )
     try:
         if args.command == "serve":
             return _serve(settings, args)
@@ -82,13 +90,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dlq_command == "peek":
             return trio.run(admin.dlq_peek, settings, args.limit)
         return trio.run(admin.dlq_redrive, settings, args.limit)
-    except ConfigError as exc:
-        print(f"afpipe: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (AfpipeError, OSError) as exc:
-        log.error("afpipe failed", extra={"error": str(exc)})
-        print(f"afpipe: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        # A running task's error reaches here inside the nurseries' exception groups.
+        config_error = _leaf(exc, ConfigError)
+        if config_error is not None:
+            log.error("configuration error", extra={"error": str(config_error)})
+            print(f"afpipe: configuration error: {config_error}", file=sys.stderr)
+            return 2
+        failure = _leaf(exc, AfpipeError, OSError)
+        if failure is None:
+            raise
+        log.error("afpipe failed", extra={"error": str(failure)})
+        print(f"afpipe: {failure}", file=sys.stderr)
         return 1
+
+
+def _leaf(exc: BaseException, *kinds: type[BaseException]) -> BaseException | None:
+    """``exc`` itself, or the first error of ``kinds`` in its exception groups."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner, *kinds)
+            if found is not None:
+                return found
+    return None
 
 
 def _serve(settings: config.Settings, args: argparse.Namespace) -> int:

@@ -47,10 +47,26 @@ _any_decoder = msgspec.json.Decoder()
 
 
 def encode_event(payload: dict[str, Any]) -> EncodedEvent:
-    """Hash and encode a payload in one pass over its canonical JSON."""
+    """Hash and encode a payload in one pass over its canonical JSON.
+
+    The id hashes the canonical bytes; the item escapes what SQS would refuse,
+    which decodes to the same payload (and so the same canonical bytes)."""
     canonical = canonical_json(payload)
     eid = event_id(canonical)
-    return EncodedEvent(id=eid, item=b'{"id":"' + eid.encode() + b'","payload":' + canonical + b"}")
+    item = b'{"id":"' + eid.encode() + b'","payload":' + sqs_safe(canonical) + b"}"
+    return EncodedEvent(id=eid, item=item)
+
+
+def sqs_safe(canonical: bytes) -> bytes:
+    """msgspec's compact JSON with U+FFFE and U+FFFF written as ``\\u`` escapes.
+
+    SQS refuses a whole call for one character outside #x9 #xA #xD #x20-#xD7FF
+    #xE000-#xFFFD #x10000-#x10FFFF. msgspec already escapes control characters,
+    and valid UTF-8 holds no surrogates: these two are all that is left. Compact
+    JSON holds them only inside strings, where the escape is the same character.
+    Two byte searches, not a regex: this runs for every event at ingest.
+    """
+    return canonical.replace(b"\xef\xbf\xbe", b"\\ufffe").replace(b"\xef\xbf\xbf", b"\\uffff")
 
 
 def body_size(items: Sequence[EncodedEvent]) -> int:

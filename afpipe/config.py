@@ -83,12 +83,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_token: str = field(default="", name="AFPIPE_WEBHOOK_TOKEN")
     webhook_token_header: str = field(default="Authorization", name="AFPIPE_WEBHOOK_TOKEN_HEADER")
     max_body_bytes: Positive = field(default=1024 * 1024, name="AFPIPE_MAX_BODY_BYTES")
-    queue_max_message_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = field(
+    # At least 16 KiB: a message holds the dead-letter headroom (about 8 KiB) and an event.
+    queue_max_message_bytes: Annotated[int, Meta(ge=16 * 1024, le=1024 * 1024)] = field(
         default=256 * 1024, name="AFPIPE_QUEUE_MAX_MESSAGE_BYTES"
     )
     max_inflight_requests: Positive = field(default=128, name="AFPIPE_MAX_INFLIGHT_REQUESTS")
+    max_body_buffer_bytes: Positive = field(
+        default=16 * 1024 * 1024, name="AFPIPE_MAX_BODY_BUFFER_BYTES"
+    )
     producer_max_pending_events: Positive = field(
         default=20000, name="AFPIPE_PRODUCER_MAX_PENDING_EVENTS"
+    )
+    producer_max_pending_bytes: Positive = field(
+        default=32 * 1024 * 1024, name="AFPIPE_PRODUCER_MAX_PENDING_BYTES"
     )
     producer_senders: Positive = field(default=4, name="AFPIPE_PRODUCER_SENDERS")
     enqueue_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_ENQUEUE_TIMEOUT_S")
@@ -102,8 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_rows: Positive = field(default=5000, name="AFPIPE_BATCH_MAX_ROWS")
     batch_max_bytes: Positive = field(default=4 * 1024 * 1024, name="AFPIPE_BATCH_MAX_BYTES")
     batch_linger_ms: NonNegative = field(default=1000, name="AFPIPE_BATCH_LINGER_MS")
-    visibility_timeout_s: Annotated[int, Meta(ge=2, le=43200)] = field(
-        default=120, name="AFPIPE_VISIBILITY_TIMEOUT_S"
+    # 0: the queue's own VisibilityTimeout (no override on receive)
+    visibility_timeout_s: Annotated[int, Meta(ge=0, le=43200)] = field(
+        default=0, name="AFPIPE_VISIBILITY_TIMEOUT_S"
     )
     max_receives: Positive = field(default=5, name="AFPIPE_MAX_RECEIVES")
     dlq_url: str = field(default="", name="AFPIPE_DLQ_URL")
@@ -112,12 +120,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: Annotated[float, Meta(ge=0)] = field(
         default=86400.0, name="AFPIPE_DEDUP_WINDOW_S"
     )
+    max_unclassified_failures: Positive = field(default=5, name="AFPIPE_MAX_UNCLASSIFIED_FAILURES")
     tls_cert_file: str = field(default="", name="AFPIPE_TLS_CERT_FILE")
     tls_key_file: str = field(default="", name="AFPIPE_TLS_KEY_FILE")
     allowed_cidrs: str = field(default="", name="AFPIPE_ALLOWED_CIDRS")
     trusted_proxies: str = field(default="", name="AFPIPE_TRUSTED_PROXIES")
     access_log: Annotated[float, Meta(ge=0, le=1)] = field(default=1.0, name="AFPIPE_ACCESS_LOG")
     drain_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_DRAIN_TIMEOUT_S")
+    # Above load balancers' idle timeouts (ALB: 60 s): the balancer, not afpipe, must be
+    # the one to close an idle connection, or it answers 502 to a push it just forwarded.
+    keep_alive_timeout_s: PositiveFloat = field(default=75.0, name="AFPIPE_KEEP_ALIVE_TIMEOUT_S")
+    log_third_party: bool = field(default=False, name="AFPIPE_LOG_THIRD_PARTY")
     ready_fail_after_s: PositiveFloat = field(default=30.0, name="AFPIPE_READY_FAIL_AFTER_S")
     s3_staging_uri: str = field(default="", name="AFPIPE_S3_STAGING_URI")
     copy_iam_role: str = field(default="", name="AFPIPE_COPY_IAM_ROLE")
@@ -142,7 +155,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 parse_networks(text)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
+        self._check_memory_bounds()
         self._check_staging()
+
+    def _check_memory_bounds(self) -> None:
+        """A request these bounds could never hold would be shed (503) for ever."""
+        if self.max_body_buffer_bytes < self.max_body_bytes:
+            raise ValueError(
+                "AFPIPE_MAX_BODY_BUFFER_BYTES: must be at least AFPIPE_MAX_BODY_BYTES"
+                f" ({self.max_body_bytes})"
+            )
+        if self.producer_max_pending_bytes < 2 * self.max_body_bytes:
+            raise ValueError(
+                "AFPIPE_PRODUCER_MAX_PENDING_BYTES: must be at least twice AFPIPE_MAX_BODY_BYTES"
+                f" ({2 * self.max_body_bytes}): a request's events take more than its body"
+            )
 
     def _check_staging(self) -> None:
         if self.copy_iam_role and not _ROLE_ARN.fullmatch(self.copy_iam_role):
@@ -218,7 +245,13 @@ HELP: dict[str, str] = {
     "AFPIPE_MAX_BODY_BYTES": "largest accepted request body (413 above)",
     "AFPIPE_QUEUE_MAX_MESSAGE_BYTES": "largest queue message and batch (SQS allows 1 MiB)",
     "AFPIPE_MAX_INFLIGHT_REQUESTS": "webhook requests handled at once; more get 503 at once",
+    "AFPIPE_MAX_BODY_BUFFER_BYTES": (
+        "request body bytes held at once, all webhook requests together; past it 503"
+    ),
     "AFPIPE_PRODUCER_MAX_PENDING_EVENTS": "events waiting for the queue before ingest sheds (503)",
+    "AFPIPE_PRODUCER_MAX_PENDING_BYTES": (
+        "bytes of events waiting for the queue (256 B counted per event) before ingest sheds"
+    ),
     "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
     "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",
     "AFPIPE_WORKERS": "processes sharing the port (SO_REUSEPORT), each a whole afpipe",
@@ -229,7 +262,9 @@ HELP: dict[str, str] = {
     "AFPIPE_BATCH_MAX_ROWS": "flush a batch at this many events",
     "AFPIPE_BATCH_MAX_BYTES": "flush a batch at this many message bytes",
     "AFPIPE_BATCH_LINGER_MS": "flush a batch this long after its first message",
-    "AFPIPE_VISIBILITY_TIMEOUT_S": "visibility timeout of received messages (heartbeat extends)",
+    "AFPIPE_VISIBILITY_TIMEOUT_S": (
+        "visibility timeout of received messages (heartbeat extends); 0: the queue's own"
+    ),
     "AFPIPE_MAX_RECEIVES": (
         "receives after which a message is loaded alone; past twice this, dead-lettered"
     ),
@@ -237,12 +272,22 @@ HELP: dict[str, str] = {
     "AFPIPE_SECONDARY_RETRY_QUEUE_URL": "SQS queue holding events the secondary missed",
     "AFPIPE_SECONDARY_TIMEOUT_S": "time budget of a secondary load before hand-off",
     "AFPIPE_DEDUP_WINDOW_S": "Redshift dedup looks this far around a batch's event times",
+    "AFPIPE_MAX_UNCLASSIFIED_FAILURES": (
+        "identical Redshift failures afpipe cannot classify before they count as bad rows"
+    ),
     "AFPIPE_TLS_CERT_FILE": "PEM certificate (chain) to serve HTTPS in-process",
     "AFPIPE_TLS_KEY_FILE": "PEM private key for AFPIPE_TLS_CERT_FILE",
     "AFPIPE_ALLOWED_CIDRS": "comma-separated CIDRs allowed to post events (empty = all)",
     "AFPIPE_TRUSTED_PROXIES": "CIDRs of proxies whose X-Forwarded-For is believed",
     "AFPIPE_ACCESS_LOG": "share of requests written to the access log (0 = off, 1 = all)",
     "AFPIPE_DRAIN_TIMEOUT_S": "longest a graceful shutdown may take",
+    "AFPIPE_KEEP_ALIVE_TIMEOUT_S": (
+        "idle HTTP keep-alive connections are closed after this; keep above the load"
+        " balancer's idle timeout (ALB: 60)"
+    ),
+    "AFPIPE_LOG_THIRD_PARTY": (
+        "let libraries log (botocore, httpx, hypercorn...) at LOG_LEVEL; secrets stay redacted"
+    ),
     "AFPIPE_READY_FAIL_AFTER_S": "/ready turns 503 after a backend fails this long",
     "AFPIPE_S3_STAGING_URI": (
         "s3://bucket[/prefix] where large Redshift loads are staged for COPY (empty = off)"

@@ -17,6 +17,11 @@ class ConfigError(AfpipeError):
     """A setting is missing or invalid; the process exits with status 2."""
 
 
+class AccessDenied(ConfigError):
+    """AWS refused the call for lack of a permission or valid credentials: no retry
+    can help until an operator changes the identity's policy or the settings."""
+
+
 class TransientError(AfpipeError):
     """The operation may succeed if tried again later (throttling, 5xx, I/O)."""
 
@@ -33,6 +38,14 @@ class PermanentError(AfpipeError):
         super().__init__(message)
         self.code = code
         self.request_id = request_id
+
+
+class RefusedContent(PermanentError):
+    """The queue refuses a message's characters (SQS: InvalidMessageContents).
+
+    The codec escapes every character SQS refuses, so this means a bug or a new
+    rule at SQS: the sender isolates the request at fault, which can never
+    succeed (4xx), and sends the requests packed with it."""
 
 
 class Overloaded(TransientError):

@@ -103,7 +103,8 @@ def parse_event_time(value: Any) -> str | None:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
-        return parsed.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # Not strftime("%Y"): glibc writes year 999 as "999", which Redshift refuses.
+        return parsed.isoformat(sep=" ", timespec="microseconds")
     return None
 
 

@@ -1,13 +1,18 @@
 """Readiness: what /ready answers, from what the components last saw.
 
 Components report each backend call's outcome; /ready is 503 while starting,
-while draining, and once a backend has been failing for longer than
-``fail_after_s`` (a single blip does not flap it). /health stays liveness only.
+while draining, and once the queue has been failing for longer than
+``fail_after_s`` (a single blip does not flap it). Only the queue counts: /ready
+is what load balancers watch, and ingest needs nothing but the queue to make an
+event durable; a warehouse that is down only delays loading (it is still
+reported by ``failing``, for logs and status). /health stays liveness only.
 """
 
 from __future__ import annotations
 
 import trio
+
+INGEST_BACKENDS = frozenset({"queue"})  # what /ready depends on (invariant 2)
 
 
 class Health:
@@ -35,7 +40,7 @@ class Health:
             return False, "draining"
         if not self.serving:
             return False, "starting"
-        failing = self.failing()
+        failing = [name for name in self.failing() if name in INGEST_BACKENDS]
         if failing:
             return False, "failing: " + ", ".join(failing)
         return True, "ready"

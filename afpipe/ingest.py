@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from functools import partial
 from typing import Any
@@ -23,6 +24,9 @@ from afpipe.producer import Producer
 from afpipe.webhook_asgi import WEBHOOK, IngestConfig, Webhook, now_iso
 
 log = logging.getLogger("afpipe.ingest")
+
+# Longest wait for the next bytes of a request's head (or, idle, of the next request).
+READ_TIMEOUT_S = 30
 
 __all__ = ["WEBHOOK", "IngestConfig", "create_app", "hypercorn_config", "serve_ingest"]
 
@@ -119,6 +123,7 @@ def hypercorn_config(
     cert_file: str = "",
     key_file: str = "",
     *,
+    keep_alive_timeout_s: float,
     reuse_port: bool = False,
 ) -> HypercornConfig:
     config = HypercornConfig()
@@ -132,8 +137,16 @@ def hypercorn_config(
     # keep-alive connections (which quart-trio on hypercorn's trio worker may keep
     # open past keep_alive_timeout) are cut at the same deadline.
     config.graceful_timeout = graceful_timeout_s
-    config.keep_alive_timeout = 5
-    config.read_timeout = 30
+    # Longer than the balancer's own idle timeout (DESIGN.md 6): closing an idle
+    # connection first makes an ALB answer 502 to the push it just sent on it. The
+    # drain does not wait for it: on shutdown hypercorn closes idle connections at
+    # once, and serve_ingest cancels any left once no request is in flight.
+    config.keep_alive_timeout = keep_alive_timeout_s
+    # hypercorn applies read_timeout to every read, the wait on an idle connection
+    # included: below the keep-alive timeout it would close idle connections first.
+    # (After a Quart route it is all that closes one: quart-trio cancels the task
+    # that would start hypercorn's keep-alive timer.)
+    config.read_timeout = max(READ_TIMEOUT_S, math.ceil(keep_alive_timeout_s) + 1)
     config.h11_max_incomplete_size = 64 * 1024
     config.include_server_header = False
     return config

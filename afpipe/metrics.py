@@ -89,12 +89,15 @@ class InstrumentedQueue:
             return await self.queue.send_batch(bodies)
 
     async def receive(
-        self, *, max_messages: int, wait_s: float, visibility_s: int
+        self, *, max_messages: int, wait_s: float, visibility_s: int | None
     ) -> list[ReceivedMessage]:
         with self._counted("receive"):
             return await self.queue.receive(
                 max_messages=max_messages, wait_s=wait_s, visibility_s=visibility_s
             )
+
+    async def visibility_timeout_s(self) -> int:
+        return await self.queue.visibility_timeout_s()
 
     async def delete(self, receipt_handles: Sequence[str]) -> None:
         with self._counted("delete"):

@@ -19,11 +19,20 @@ from collections.abc import Sequence
 import trio
 
 from afpipe.codec import BODY_OVERHEAD_BYTES, EncodedEvent, encode_body, pack
-from afpipe.errors import AfpipeError, Overloaded, TransientError
+from afpipe.errors import AfpipeError, ConfigError, Overloaded, RefusedContent, TransientError
 from afpipe.health import Health
-from afpipe.queue.base import MAX_BATCH_ENTRIES, Queue
+from afpipe.queue.base import EntriesFailed, Queue, group_by_size
 
 log = logging.getLogger("afpipe.producer")
+
+# What an event costs in memory beyond its item bytes (the EncodedEvent, its id
+# string, the bytes object's header, its slot in the lists: about 200 B measured).
+EVENT_OVERHEAD_BYTES = 256
+
+
+def pending_cost_bytes(events: Sequence[EncodedEvent]) -> int:
+    """What ``events`` count against ``max_pending_bytes``."""
+    return sum(len(event.item) for event in events) + EVENT_OVERHEAD_BYTES * len(events)
 
 
 class Ticket:
@@ -48,6 +57,10 @@ class Ticket:
         self.done.set()
 
 
+# The events of one queue message, each with the request (ticket) it came in.
+Part = list[tuple[EncodedEvent, Ticket]]
+
+
 class _Pending:
     """Events of one request not yet sent (a large request may be split across sends)."""
 
@@ -67,13 +80,18 @@ class Producer:
         max_pending_events: int,
         senders: int,
         health: Health | None = None,
+        max_pending_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.queue = queue
         self.health = health or Health(fail_after_s=math.inf)
         self.max_message_bytes = max_message_bytes
         self.max_pending_events = max_pending_events
+        # Events are bounded in bytes too: 20,000 events of up to a message each
+        # would be gigabytes. With it, what waits has a ceiling the settings state.
+        self.max_pending_bytes = max_pending_bytes
         self.senders = senders
         self._pending_events = 0
+        self._pending_bytes = 0
         # Requests are bounded by the event count below; a request holds >= 1 event.
         self._send, self._receive = trio.open_memory_channel[_Pending](max_pending_events)
 
@@ -81,10 +99,17 @@ class Producer:
         """Events accepted but not yet handed to the queue."""
         return self._pending_events
 
+    def pending_bytes(self) -> int:
+        """What the events accepted but not yet handed to the queue count, in bytes."""
+        return self._pending_bytes
+
     def submit(self, events: Sequence[EncodedEvent]) -> Ticket:
         """Queue ``events`` for sending; raises Overloaded when they do not fit."""
         if self._pending_events + len(events) > self.max_pending_events:
             raise Overloaded("too many events waiting for the queue")
+        cost_bytes = pending_cost_bytes(events)
+        if self._pending_bytes + cost_bytes > self.max_pending_bytes:
+            raise Overloaded("too many bytes of events waiting for the queue")
         ticket = Ticket(len(events))
         if not events:  # nothing to wait for; an empty send would crash the sender
             ticket.done.set()
@@ -94,6 +119,7 @@ class Producer:
         except (trio.ClosedResourceError, trio.WouldBlock) as exc:
             raise Overloaded("not accepting events (shutting down)") from exc
         self._pending_events += len(events)
+        self._pending_bytes += cost_bytes
         return ticket
 
     def close(self) -> None:
@@ -117,16 +143,17 @@ class Producer:
                         return
                 group, carry = self._take(carry, receive)
                 self._pending_events -= len(group)
+                self._pending_bytes -= pending_cost_bytes([event for event, _ in group])
                 await self._send_group(group)
 
     def _take(
         self, first: _Pending, receive: trio.MemoryReceiveChannel[_Pending]
-    ) -> tuple[list[tuple[EncodedEvent, Ticket]], _Pending | None]:
+    ) -> tuple[Part, _Pending | None]:
         """Events from ``first`` and whatever else waits, within one batch's bytes.
 
         Returns the group and what did not fit (sent next, by this sender).
         """
-        group: list[tuple[EncodedEvent, Ticket]] = []
+        group: Part = []
         size = BODY_OVERHEAD_BYTES - 1
         pending: _Pending | None = first
         while pending is not None:
@@ -141,22 +168,70 @@ class Producer:
                 pending = None
         return group, None
 
-    async def _send_group(self, group: list[tuple[EncodedEvent, Ticket]]) -> None:
-        bodies = list(pack([event for event, _ in group], self.max_message_bytes))
-        assert len(bodies) <= MAX_BATCH_ENTRIES  # the group is within one body's bytes
+    async def _send_group(self, group: Part) -> None:
+        refused = await self._send_parts(_parts(group, self.max_message_bytes))
+        if refused:  # one request's content never fails the requests packed with it
+            log.warning("queue refused a message's characters: sending its requests alone")
+            await self._send_parts([p for part in refused for p in _per_request(part)])
+
+    async def _send_parts(self, parts: list[Part]) -> list[Part]:
+        """Each part as one message, in batches within SQS's count and total bytes;
+        settles every part's tickets but those of a part holding several requests
+        that was refused for its characters: those parts are returned."""
+        bodies = [encode_body(event for event, _ in part) for part in parts]
+        refused: list[Part] = []
+        fatal: ConfigError | None = None
+        for batch in group_by_size(bodies, self.max_message_bytes):
+            outcomes = await self._send_batch([bodies[i] for i in batch])
+            for index, outcome in zip(batch, outcomes, strict=True):
+                part = parts[index]
+                if isinstance(outcome, RefusedContent) and len(_per_request(part)) > 1:
+                    refused.append(part)
+                    continue
+                self._settle(part, outcome)
+                fatal = outcome if isinstance(outcome, ConfigError) else fatal
+        if fatal is not None:
+            raise fatal  # answered 503 above; an operator must act: the process exits 2
+        return refused
+
+    async def _send_batch(self, bodies: list[str]) -> list[str | AfpipeError]:
+        """Each body's message id, or its error."""
         try:
-            ids = await self.queue.send_batch([encode_body(b) for b in bodies])
+            return list(await self.queue.send_batch(bodies))
+        except EntriesFailed as exc:
+            return [exc.failed.get(i) or exc.message_ids.get(i) or exc for i in range(len(bodies))]
         except AfpipeError as exc:
-            self.health.failed("queue")
-            log.warning("queue send failed", extra={"events": len(group), "error": str(exc)})
-            for _, ticket in group:
-                ticket.fail(exc)
+            return [exc] * len(bodies)
+
+    def _settle(self, part: Part, outcome: str | AfpipeError) -> None:
+        if isinstance(outcome, str):
+            self.health.ok("queue")
+            for _, ticket in part:
+                ticket.ack(outcome)
             return
-        self.health.ok("queue")
-        tickets = iter(ticket for _, ticket in group)
-        for message_id, body in zip(ids, bodies, strict=True):
-            for _ in body:
-                next(tickets).ack(message_id)
+        if not isinstance(outcome, RefusedContent):  # that is the request's fault
+            self.health.failed("queue")
+        log.warning("queue send failed", extra={"events": len(part), "error": str(outcome)})
+        for _, ticket in part:
+            ticket.fail(outcome)
+
+
+def _parts(group: Part, max_message_bytes: int) -> list[Part]:
+    """``group`` cut into the events of each message, in order."""
+    parts: list[Part] = []
+    start = 0
+    for body in pack([event for event, _ in group], max_message_bytes):
+        parts.append(group[start : start + len(body)])
+        start += len(body)
+    return parts
+
+
+def _per_request(part: Part) -> list[Part]:
+    """The events of ``part`` by request, each request's as one part."""
+    by_ticket: dict[Ticket, Part] = {}
+    for event, ticket in part:
+        by_ticket.setdefault(ticket, []).append((event, ticket))
+    return list(by_ticket.values())
 
 
 async def wait_ticket(ticket: Ticket, timeout_s: float) -> list[str]:

@@ -7,6 +7,11 @@ ApproximateReceiveCount, SentTimestamp), DeleteMessage(Batch),
 ChangeMessageVisibility(Batch), GetQueueAttributes, PurgeQueue. Queues are
 created on first use. ``GET /_bench/stats`` answers call counters and depths.
 
+As strict as SQS where afpipe depends on it: a character outside SQS's set in
+a body or attribute value fails the whole call (InvalidMessageContents); sizes
+are UTF-8 bytes, body and attributes; queues are 256 KiB ones, as on older
+SQS, for one message and for a SendMessageBatch in all (BatchRequestTooLong).
+
     python -m bench.fast_sqs --port 9324      # serve until SIGINT/SIGTERM
     python -m bench.fast_sqs --self-check     # boto3 against it, exits 0 on success
 """
@@ -18,6 +23,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import re
 import signal
 import struct
 import threading
@@ -32,13 +38,55 @@ from typing import Any
 ACCOUNT = "123456789012"
 MAX_WAIT_S = 20
 MAX_ENTRIES = 10
+MAX_MESSAGE_BYTES = 256 * 1024  # an older queue's limit: one message, and a batch in all
+REFUSED_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 JsonDict = dict[str, Any]
 
 
 class SqsError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    """``code`` is the query error code (x-amzn-query-error), ``shape`` the JSON ``__type``."""
+
+    def __init__(self, code: str, message: str, status: int = 400, shape: str = "") -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.shape = shape or code
+
+
+def message_bytes(body: str, attributes: dict[str, JsonDict]) -> int:
+    """What SQS counts against the size limits: body and attributes, in UTF-8 bytes."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    for name, attr in attributes.items():
+        value = attr.get("StringValue", attr.get("BinaryValue", ""))
+        size += len(name.encode()) + len(str(attr.get("DataType", "")).encode())
+        size += len(str(value).encode("utf-8", "surrogatepass"))
+    return size
+
+
+def check_message(body: str, attributes: dict[str, JsonDict]) -> None:
+    texts = [body, *(str(a.get("StringValue", "")) for a in attributes.values())]
+    if any(REFUSED_CHARACTERS.search(text) for text in texts):
+        raise SqsError("InvalidMessageContents", "characters outside the allowed set")
+    if message_bytes(body, attributes) > MAX_MESSAGE_BYTES:
+        raise SqsError(
+            "InvalidParameterValue",
+            f"One or more parameters are invalid. Reason: Message must be shorter than"
+            f" {MAX_MESSAGE_BYTES} bytes.",
+        )
+
+
+def check_batch(entries: list[JsonDict]) -> None:
+    """Every entry, before any is enqueued: one bad entry fails the whole call."""
+    pairs = [(str(e.get("MessageBody", "")), e.get("MessageAttributes") or {}) for e in entries]
+    for body, attributes in pairs:
+        check_message(body, attributes)
+    total = sum(message_bytes(body, attributes) for body, attributes in pairs)
+    if total > MAX_MESSAGE_BYTES:
+        raise SqsError(
+            "AWS.SimpleQueueService.BatchRequestTooLong",
+            f"Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes."
+            f" You have sent {total} bytes.",
+            shape="BatchRequestTooLong",
+        )
 
 
 def md5_hex(data: bytes) -> str:
@@ -126,6 +174,7 @@ class FastSqs:
     def _enqueue(self, q: Queue, body: str, attrs: dict[str, JsonDict], delay_s: int) -> JsonDict:
         if not body:
             raise SqsError("InvalidParameterValue", "empty message body")
+        check_message(body, attrs)
         msg = Message(str(uuid.uuid4()), body, int(time.time() * 1000), attrs)
         msg.visible_at = time.monotonic() + delay_s
         q.messages[msg.message_id] = msg
@@ -184,6 +233,7 @@ class FastSqs:
     def op_SendMessageBatch(self, req: JsonDict) -> JsonDict:
         with self.cond:
             q = self.queue(req["QueueUrl"])
+            check_batch(req.get("Entries") or [])
             out = self._batch(
                 req,
                 lambda e: self._enqueue(
@@ -305,7 +355,7 @@ class FastSqs:
                     "ApproximateNumberOfMessagesNotVisible": str(in_flight),
                     "VisibilityTimeout": str(q.visibility_s),
                     "QueueArn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{q.name}",
-                    "MaximumMessageSize": "262144",
+                    "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
                 }
             }
 
@@ -361,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
         except SqsError as exc:
             self._send(
                 exc.status,
-                {"__type": f"com.amazonaws.sqs#{exc.code}", "message": exc.message},
+                {"__type": f"com.amazonaws.sqs#{exc.shape}", "message": exc.message},
                 {"x-amzn-query-error": f"{exc.code};Sender"},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -478,6 +528,7 @@ def self_check() -> None:
             depth["ApproximateNumberOfMessagesNotVisible"]
         )
         assert left == 11 - len(handles), depth
+        check_strictness(sqs, url)
         sqs.purge_queue(QueueUrl=url)
         # throughput: batches of 10 through boto3 (sync, one connection)
         n_batches = 200
@@ -490,6 +541,41 @@ def self_check() -> None:
         rate = n_batches * 10 / (time.monotonic() - t0)
         calls = server.sqs.stats()["calls"]
     print(f"self-check ok: boto3 round trips pass; {rate:.0f} messages/s via boto3; calls {calls}")
+
+
+def check_strictness(sqs: Any, url: str) -> None:
+    """What SQS refuses, refused as SQS does: whole calls, nothing enqueued."""
+    from botocore.exceptions import ClientError
+
+    def refused(call: Any) -> str:
+        try:
+            call()
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        raise AssertionError("accepted what SQS refuses")
+
+    def depth() -> int:
+        got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return int(got["ApproximateNumberOfMessages"]) + int(
+            got["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    before = depth()
+    bad = [{"Id": "0", "MessageBody": "fine"}, {"Id": "1", "MessageBody": "not \ufffe fine"}]
+    assert refused(lambda: sqs.send_message_batch(QueueUrl=url, Entries=bad)) == (
+        "InvalidMessageContents"
+    )
+    assert refused(lambda: sqs.send_message(QueueUrl=url, MessageBody="\uffff")) == (
+        "InvalidMessageContents"
+    )
+    big = [{"Id": str(i), "MessageBody": "ü" * 30_000} for i in range(5)]  # 300 KB, 150 k chars
+    assert refused(lambda: sqs.send_message_batch(QueueUrl=url, Entries=big)) == (
+        "AWS.SimpleQueueService.BatchRequestTooLong"
+    )
+    assert refused(lambda: sqs.send_message(QueueUrl=url, MessageBody="ü" * 140_000)) == (
+        "InvalidParameterValue"
+    )
+    assert depth() == before
 
 
 def main(argv: list[str] | None = None) -> None:

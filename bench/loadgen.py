@@ -78,10 +78,11 @@ class Conn:
             self.stream = None
 
 
-def build_request(host: str, port: int, body: str) -> bytes:
+def build_request(host: str, port: int, body: str, headers: tuple[str, ...] = ()) -> bytes:
     raw = body.encode()
+    extra = "".join(f"{header}\r\n" for header in headers)
     head = (
-        f"POST {WEBHOOK} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {WEBHOOK} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     )
     return head.encode() + raw
@@ -119,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             n = next(counter)
             events.append(bodies[n % len(bodies)].replace(SEQ_PLACEHOLDER, f"{args.tag}-{n}"))
         body = events[0] if args.batch == 1 else "[" + ",".join(events) + "]"
-        return build_request(host, int(port), body)
+        return build_request(host, int(port), body, tuple(args.header))
 
     send, receive = trio.open_memory_channel[bytes](0)
     start_wall = time.monotonic()
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tag", default=str(int(time.time())))
     parser.add_argument("--out", required=True)
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     args = parser.parse_args(argv)
     result = trio.run(run, args)
     Path(args.out).write_text(json.dumps(result))

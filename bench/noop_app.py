@@ -21,6 +21,7 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from afpipe.config import defaults
 from afpipe.ingest import WEBHOOK, hypercorn_config
 
 ANSWER = b'{"success":true}'
@@ -63,7 +64,8 @@ class RawNoop:
 async def _main(host: str, port: int, raw: bool) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        config = hypercorn_config(host, port, graceful_timeout_s=5.0)
+        keep_alive_s = float(defaults()["AFPIPE_KEEP_ALIVE_TIMEOUT_S"])  # as afpipe serves
+        config = hypercorn_config(host, port, 5.0, keep_alive_timeout_s=keep_alive_s)
         app: Any = RawNoop(create_app()) if raw else create_app()
         nursery.start_soon(partial(serve, app, config, shutdown_trigger=shutdown.wait))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -104,9 +104,15 @@ def warehouse_rows(data_dir: Path, table: str = "appsflyer_events") -> list[tupl
     if not path.exists():
         return []
     with closing(sqlite3.connect(path)) as conn:
-        return conn.execute(
-            f'SELECT id, event_name, app_id, event_data FROM "{table}" ORDER BY id'
-        ).fetchall()
+        try:
+            return conn.execute(
+                f'SELECT id, event_name, app_id, event_data FROM "{table}" ORDER BY id'
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            # The table is created by the first load, not at start (#12).
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def queue_depth(data_dir: Path) -> int:

@@ -2,7 +2,9 @@
 
 ``FakeQueue`` keeps SQS semantics on the *trio* clock (so ``autojump_clock``
 drives visibility timeouts), records every call, and notes any moment where a
-message held by a consumer became visible again (``expired_while_held``).
+message held by a consumer became visible again (``expired_while_held``). It is
+as strict as SQS behind ``SqsQueue``: characters SQS refuses fail their entry
+(the others are sent), a batch over 1 MiB in all fails the call.
 ``FakeWarehouse`` commits in memory, idempotently on id, through the real
 ``load_isolating`` so chosen ids are rejected exactly as a real warehouse would.
 """
@@ -16,9 +18,10 @@ from pathlib import Path
 import msgspec
 import trio
 
-from afpipe.errors import AfpipeError, PermanentError, TransientError
+from afpipe.aws.sqs_api import REFUSED_CHARACTERS
+from afpipe.errors import AfpipeError, PermanentError, RefusedContent, TransientError
 from afpipe.event import Event
-from afpipe.queue.base import MAX_BATCH_ENTRIES, ReceivedMessage
+from afpipe.queue.base import MAX_BATCH_ENTRIES, EntriesFailed, ReceivedMessage
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.isolate import load_isolating
@@ -77,6 +80,9 @@ class FakeQueue:
         self.deleted_at: dict[str, float] = {}  # message id -> trio clock
         self.received_at: list[tuple[str, float]] = []  # (message id, trio clock)
         self.visibility_calls: list[VisibilityCall] = []
+        self.own_visibility_s = 30  # the queue's own visibility timeout
+        self.max_batch_bytes = 1024 * 1024  # SQS: a SendMessageBatch's bodies together
+        self.received_visibility: list[int | None] = []  # visibility_s of each receive
         self.dead_letters: list[DeadLetterCall] = []
         self.expired_while_held: list[str] = []  # message ids
         # injected faults
@@ -126,11 +132,30 @@ class FakeQueue:
             await self.send_gate.wait()
         if self.send_error is not None:
             raise self.send_error
-        return [self.put(body) for body in bodies]
+        total_bytes = sum(len(body.encode()) for body in bodies)
+        if total_bytes > self.max_batch_bytes:  # as SQS: the whole call fails
+            raise PermanentError(
+                f"SendMessageBatch: {total_bytes} bytes in all, over {self.max_batch_bytes}",
+                code="AWS.SimpleQueueService.BatchRequestTooLong",
+            )
+        # SQS refuses the whole call for one entry's characters; SqsQueue then sends
+        # the others alone and reports each entry's fate: so does this fake.
+        refused: dict[int, AfpipeError] = {
+            index: RefusedContent(f"entry {index}: InvalidMessageContents")
+            for index, body in enumerate(bodies)
+            if REFUSED_CHARACTERS.search(body)
+        }
+        ids = {i: self.put(body) for i, body in enumerate(bodies) if i not in refused}
+        if refused:
+            raise EntriesFailed("SendMessageBatch", refused, ids)
+        return [ids[i] for i in range(len(bodies))]
 
     async def receive(
-        self, *, max_messages: int, wait_s: float, visibility_s: int
+        self, *, max_messages: int, wait_s: float, visibility_s: int | None
     ) -> list[ReceivedMessage]:
+        self.received_visibility.append(visibility_s)
+        if visibility_s is None:
+            visibility_s = self.own_visibility_s
         deadline = trio.current_time() + wait_s
         while True:
             if self.receive_errors > 0:
@@ -203,6 +228,10 @@ class FakeQueue:
 
     async def ping(self) -> None:
         await trio.lowlevel.checkpoint()
+
+    async def visibility_timeout_s(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.own_visibility_s
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -217,6 +217,39 @@ async def test_undecodable_success_is_transient(autojump_clock: trio.testing.Moc
     assert len(recorder.requests) == 2
 
 
+# httpx leaves its stream generators to the garbage collector when decoding fails.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:Async generator:ResourceWarning")
+async def test_an_undecodable_content_encoding_is_transient(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A gzip answer that does not inflate (a proxy cut it, say) raises httpx.DecodingError,
+    which is not a TransportError: it escaped the error mapping unclassified."""
+    answers: list[int] = []
+
+    def corrupt_then(good: bool) -> Handler:
+        def handler(request: httpx.Request) -> httpx.Response:
+            answers.append(len(answers))
+            if good and len(answers) > 1:
+                return ok({"Messages": []})
+            gzip = {"Content-Encoding": "gzip"}  # read (and decoded) by the client, later
+            return httpx.Response(200, headers=gzip, stream=httpx.ByteStream(b"not gzip"))
+
+        return handler
+
+    async with make_client(corrupt_then(good=True)) as aws:
+        with trio.fail_after(60):
+            assert await aws.call(SQS, "ReceiveMessage", {}) == {"Messages": []}
+    assert len(answers) == 2  # retried
+    answers.clear()
+    async with make_client(corrupt_then(good=False), policy=RetryPolicy(max_attempts=2)) as aws:
+        with trio.fail_after(60), pytest.raises(TransientError) as caught:
+            await aws.call(SQS, "ReceiveMessage", {})
+    assert caught.value.code == "DecodingError"
+    assert isinstance(caught.value.__cause__, httpx.DecodingError)
+    assert len(answers) == 2
+
+
 async def test_cancellation_is_not_swallowed_or_retried() -> None:
     requests: list[httpx.Request] = []
 

@@ -83,6 +83,63 @@ async def test_invalidate_resolves_the_chain_again() -> None:
         assert (await cache.get()).access_key == "AKID2"
 
 
+async def test_an_invalidate_during_a_resolve_is_not_lost() -> None:
+    """AWS refuses the credentials (invalidate) while a resolve is still running in its
+    thread: what that resolve brings back may be the refused credentials, so it is not
+    cached or used; the chain is resolved again."""
+    entered, release = threading.Event(), threading.Event()
+    loads: list[str] = []
+
+    def load() -> Credentials:
+        loads.append(f"AKID{len(loads) + 1}")
+        if len(loads) == 1:  # the first resolve waits until the test has invalidated
+            entered.set()
+            release.wait(5)
+        return Credentials(loads[-1], "SECRET")
+
+    cache = CredentialCache(load)
+    got: list[str | None] = []
+
+    async def get() -> None:
+        got.append((await cache.get()).access_key)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get)
+            await trio.to_thread.run_sync(entered.wait)
+            cache.invalidate()
+            release.set()
+        assert (await cache.get()).access_key == "AKID2"  # nothing stale was cached
+    assert got == ["AKID2"]
+    assert loads == ["AKID1", "AKID2"]
+
+
+async def test_an_invalidate_during_a_refresh_resolves_the_chain_again() -> None:
+    entered, release = threading.Event(), threading.Event()
+    refreshes: list[int] = []
+
+    def refresh() -> dict[str, Any]:
+        refreshes.append(1)
+        entered.set()
+        release.wait(5)
+        return _metadata("REFRESHED", 3600)
+
+    # expires in 5 minutes: inside botocore's refresh window
+    sources: list[Credentials] = [
+        RefreshableCredentials.create_from_metadata(_metadata("OLD", 300), refresh, "t"),
+        Credentials("FROM-CHAIN", "SECRET"),
+    ]
+    cache = CredentialCache(lambda: sources.pop(0))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cache.get)
+            await trio.to_thread.run_sync(entered.wait)
+            cache.invalidate()
+            release.set()
+        assert (await cache.get()).access_key == "FROM-CHAIN"
+    assert refreshes == [1] and sources == []
+
+
 async def test_no_credentials_is_a_config_error() -> None:
     cache = CredentialCache(lambda: None)
     with trio.fail_after(5), pytest.raises(ConfigError, match="no AWS credentials"):

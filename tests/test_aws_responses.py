@@ -6,7 +6,7 @@ import pytest
 
 from afpipe.aws.responses import AwsErrorInfo, decode_result, error_code, parse_error, to_exception
 from afpipe.aws.retry import RetryPolicy, RetryQuota, backoff_s
-from afpipe.errors import PermanentError, TransientError
+from afpipe.errors import AccessDenied, ConfigError, PermanentError, TransientError
 
 
 @pytest.mark.parametrize(
@@ -64,16 +64,35 @@ def test_error_type_header_when_body_is_empty() -> None:
         (503, "ServiceUnavailable", True),
         (400, "ValidationException", False),
         (400, "InvalidParameterValue", False),
-        (403, "AccessDenied", False),
         (400, "AWS.SimpleQueueService.NonExistentQueue", False),
     ],
 )
 def test_classification(status: int, code: str, retryable: bool) -> None:
     error = to_exception(AwsErrorInfo(status, code, "m", "rid"), "sqs", "SendMessageBatch")
     assert isinstance(error, TransientError if retryable else PermanentError)
+    assert not isinstance(error, AccessDenied)
     assert error.code == code
     assert error.request_id == "rid"
     assert str(error) == f"sqs SendMessageBatch: {code} (HTTP {status}): m"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (403, "AccessDenied"),
+        (400, "AccessDeniedException"),
+        (400, "KMS.AccessDeniedException"),
+        (403, "InvalidClientTokenId"),
+        (403, "SignatureDoesNotMatch"),
+        (400, "UnrecognizedClientException"),
+    ],
+)
+def test_a_missing_permission_is_a_configuration_error(status: int, code: str) -> None:
+    """No retry can grant a permission: exit 2 naming what is missing (invariant 8)."""
+    error = to_exception(AwsErrorInfo(status, code, "m", "rid"), "sqs", "DeleteMessageBatch")
+    assert isinstance(error, AccessDenied) and isinstance(error, ConfigError)
+    assert f"sqs DeleteMessageBatch: {code} (HTTP {status}): m" in str(error)
+    assert "sqs:DeleteMessageBatch" in str(error) and "AWS credentials" in str(error)
 
 
 def test_decode_result_accepts_empty_body() -> None:

@@ -30,7 +30,7 @@ from afpipe.aws.s3_api import (
     quote_key,
     s3_endpoint,
 )
-from afpipe.errors import PermanentError, TransientError
+from afpipe.errors import AccessDenied, PermanentError, TransientError
 from tests.fixtures.s3 import s3_keys
 
 FIXED_NOW = datetime.datetime(2024, 3, 2, 12, 0, 1)
@@ -238,9 +238,19 @@ async def test_transient_failure_gives_up_with_the_code(
     )
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(403, "AccessDenied"), (404, "NoSuchBucket"), (400, "InvalidRequest")]
-)
+async def test_access_denied_is_a_configuration_error_and_not_retried(
+    autojump_clock: trio.testing.MockClock, scripted: tuple[Recorder, S3Client]
+) -> None:
+    # A missing permission ends the process (exit 2) naming what the identity needs.
+    recorder, s3 = scripted
+    recorder.script = [s3_error(403, "AccessDenied")]
+    with trio.fail_after(60), pytest.raises(AccessDenied) as caught:
+        await s3.put_object("my-bucket", "k", b"body")
+    assert len(recorder.requests) == 1
+    assert "needs s3:PutObject" in str(caught.value)
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "NoSuchBucket"), (400, "InvalidRequest")])
 async def test_refusals_are_permanent_and_not_retried(
     autojump_clock: trio.testing.MockClock,
     scripted: tuple[Recorder, S3Client],

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from afpipe import cli, config
+from afpipe import cli, config, logs
 from afpipe.errors import ConfigError
 
 NO_DOTENV = Path("/nonexistent/.env")
@@ -26,9 +26,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     monkeypatch.chdir(tmp_path)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    libraries = {name: logging.getLogger(name).level for name in logs.THIRD_PARTY_LOGGERS}
     yield tmp_path
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, library_level in libraries.items():
+        logging.getLogger(name).setLevel(library_level)
 
 
 def test_defaults() -> None:
@@ -103,7 +106,13 @@ def test_empty_value_means_default() -> None:
         ("AFPIPE_DRAIN_TIMEOUT_S", "0", "> 0"),
         ("AFPIPE_ENQUEUE_TIMEOUT_S", "nan", "> 0"),
         ("AFPIPE_QUEUE_MAX_MESSAGE_BYTES", "2000000", "<= 1048576"),
-        ("AFPIPE_VISIBILITY_TIMEOUT_S", "1", ">= 2"),
+        ("AFPIPE_QUEUE_MAX_MESSAGE_BYTES", "8192", ">= 16384"),
+        ("AFPIPE_KEEP_ALIVE_TIMEOUT_S", "0", "> 0"),
+        ("AFPIPE_KEEP_ALIVE_TIMEOUT_S", "inf", "<= 86400"),
+        ("AFPIPE_LOG_THIRD_PARTY", "maybe", "expected bool"),
+        ("AFPIPE_MAX_BODY_BUFFER_BYTES", "1000", "at least AFPIPE_MAX_BODY_BYTES"),
+        ("AFPIPE_PRODUCER_MAX_PENDING_BYTES", "1000", "at least twice AFPIPE_MAX_BODY_BYTES"),
+        ("AFPIPE_VISIBILITY_TIMEOUT_S", "-1", ">= 0"),
         ("AFPIPE_MAX_BODY_BYTES", "1.5", "expected int"),
         ("REDSHIFT_TABLE_NAME", 'events"; DROP TABLE x; --', "matching regex"),
         ("REDSHIFT_TABLE_NAME", "a.b.c", "matching regex"),

@@ -231,12 +231,14 @@ async def test_transient_load_failures_are_retried_and_nothing_is_deleted_before
     queue = FakeQueue(journal=journal)
     warehouse = FakeWarehouse(transient_failures=10**6, journal=journal)
     health = Health(fail_after_s=10)
+    health.serving = True
     first, second = queue.put(body(payload(1))), queue.put(body(payload(2), payload(3)))
     with trio.fail_after(VIRTUAL_TIMEOUT_S):
         async with consumer(queue, warehouse, with_(FAKE, visibility_s=20), health):
             await warehouse.activity.wait_for(lambda: warehouse.load_calls >= 4)
             await trio.sleep(60)
             assert health.failing() == ["primary"]
+            assert health.ready() == (True, "ready")  # ingest needs only the queue
             assert queue.deleted == []
             assert queue.expired_while_held == []  # still held while retrying
             warehouse.transient_failures = 0

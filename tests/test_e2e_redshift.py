@@ -41,8 +41,8 @@ def env(
         "AFPIPE_DLQ_URL": make_sqs_queue("afpipe-rs-dlq"),
         "AFPIPE_SECONDARY_RETRY_QUEUE_URL": make_sqs_queue("afpipe-rs-retry"),
         "AFPIPE_BATCH_LINGER_MS": "100",
-        # What a killed daemon held comes back within seconds, not after the default
-        # 120 s (the heartbeat extends what a live one holds).
+        # What a killed daemon held comes back within seconds, not after the queue's
+        # 30 s (the heartbeat extends what a live one holds).
         "AFPIPE_VISIBILITY_TIMEOUT_S": "6",
         "AFPIPE_RECEIVE_WAIT_S": "1",
         "SQS_POLLING_INTERVAL": "50",

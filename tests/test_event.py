@@ -115,6 +115,21 @@ def test_parse_event_time(raw: Any, parsed: str | None) -> None:
     assert parse_event_time(raw) == parsed
 
 
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        ("0999-01-02 03:04:05.678", "0999-01-02 03:04:05.678000"),
+        ("0001-01-01 00:00:00", "0001-01-01 00:00:00.000000"),
+        ("0099-12-31T23:59:59.5", "0099-12-31 23:59:59.500000"),
+    ],
+)
+def test_years_before_1000_keep_four_digits(raw: str, parsed: str) -> None:
+    """glibc's strftime("%Y") writes year 999 as "999", a TIMESTAMP Redshift refuses:
+    the event was dead-lettered. The year is always four digits."""
+    assert parse_event_time(raw) == parsed
+    assert to_row(from_payload({"event_time": raw})).event_time == parsed
+
+
 def test_unparseable_event_time_is_null_and_kept_in_event_data() -> None:
     payload = {"event_name": "install", "event_time": "not a time"}
     row = to_row(from_payload(payload))

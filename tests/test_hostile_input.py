@@ -100,9 +100,8 @@ async def ingest(
         body_timeout_s=body_timeout_s,
     )
     app = create_app(producer, health, config)
-    hconfig = hypercorn_config("127.0.0.1", 0, 2)
+    hconfig = hypercorn_config("127.0.0.1", 0, 2, keep_alive_timeout_s=keep_alive_timeout_s)
     hconfig.read_timeout = read_timeout_s
-    hconfig.keep_alive_timeout = keep_alive_timeout_s
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(producer.run)

@@ -10,10 +10,13 @@ import httpx
 import pytest
 import trio
 
+from afpipe.config import defaults
 from afpipe.errors import TransientError
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
 from afpipe.producer import Producer
+
+KEEP_ALIVE_TIMEOUT_S = float(defaults()["AFPIPE_KEEP_ALIVE_TIMEOUT_S"])
 
 
 class ScriptedQueue:
@@ -70,7 +73,8 @@ async def running(
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(producer.run)
-        binds = await nursery.start(serve_ingest, app, hypercorn_config("127.0.0.1", 0, 2), stop)
+        hconfig = hypercorn_config("127.0.0.1", 0, 2, keep_alive_timeout_s=KEEP_ALIVE_TIMEOUT_S)
+        binds = await nursery.start(serve_ingest, app, hconfig, stop)
         health.serving = True
         async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
             yield client, health, producer

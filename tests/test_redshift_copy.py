@@ -267,4 +267,5 @@ def test_other_failures_are_classified_as_inline_ones(
 ) -> None:
     result = copy.copy_statement_error(failed(error, status))
     assert type(result) is kind
+    assert isinstance(result, TransientError | StatementDataError)
     assert result.code == code

@@ -29,6 +29,7 @@ from afpipe.aws.redshift_data import (
     RedshiftData,
     StatementDataError,
     Target,
+    UnclassifiedStatementError,
 )
 from afpipe.aws.service import redshift_data_service
 from afpipe.errors import ConfigError, PermanentError, TransientError
@@ -230,8 +231,9 @@ CLASSIFIED = [
     ("FAILED", 'ERROR: invalid input syntax for type timestamp: "x"', DATA, FAILED),
     ("FAILED", "ERROR: JSON parsing error", DATA, FAILED),
     ("FAILED", 'ERROR: invalid byte sequence for encoding "UTF8": 0x00', DATA, FAILED),
-    ("FAILED", "ERROR: permission denied for relation appsflyer_events", None, FAILED),
     ("FAILED", "ERROR: connection reset", None, FAILED),
+    ("FAILED", 'ERROR: relation "public.appsflyer_events" does not exist', None, FAILED),
+    ("FAILED", "ERROR: something afpipe has never seen", UnclassifiedStatementError, FAILED),
     ("ABORTED", "", None, ABORTED),
 ]
 
@@ -255,6 +257,25 @@ async def test_failed_statements_are_classified(
     assert failure.code == code
     assert text in str(caught.value)
     assert "CancelStatement" not in api.operations
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ERROR: permission denied for relation appsflyer_events",
+        "ERROR: permission denied for schema analytics",
+        "ERROR: must be owner of relation afpipe_load_lock",
+    ],
+)
+async def test_a_missing_privilege_is_a_configuration_error(
+    autojump_clock: trio.testing.MockClock, fake_api: tuple[FakeDataApi, RedshiftData], text: str
+) -> None:
+    """Retrying cannot grant a privilege: the process exits 2 naming the settings."""
+    api, data = fake_api
+    api.describes = [{"Status": "FAILED", "Error": text}]
+    with trio.fail_after(60), pytest.raises(ConfigError) as caught:
+        await data.run("CREATE TABLE t (a INT)")
+    assert text in str(caught.value) and "REDSHIFT_DB_USER" in str(caught.value)
 
 
 async def test_validation_exception_is_not_retried(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from afpipe.aws import sqs_api
 from afpipe.aws.sqs_api import EntryFailure
+from afpipe.queue.base import group_by_size
 
 
 def test_split_batch_result_sorts_entries() -> None:
@@ -76,7 +77,7 @@ def test_chunks_of_ten() -> None:
 
 
 def test_group_by_size_respects_entries_and_bytes() -> None:
-    assert list(sqs_api.group_by_size(["a"] * 12, 1000)) == [list(range(10)), [10, 11]]
+    assert list(group_by_size(["a"] * 12, 1000)) == [list(range(10)), [10, 11]]
     bodies = ["x" * 40, "y" * 40, "é" * 20, "z" * 90]  # "é" is 2 bytes
-    assert list(sqs_api.group_by_size(bodies, 100)) == [[0, 1], [2], [3]]
-    assert list(sqs_api.group_by_size(["w" * 500], 100)) == [[0]]  # alone, however big
+    assert list(group_by_size(bodies, 100)) == [[0, 1], [2], [3]]
+    assert list(group_by_size(["w" * 500], 100)) == [[0]]  # alone, however big

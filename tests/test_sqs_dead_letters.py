@@ -9,7 +9,8 @@ import trio
 
 from afpipe.aws import AwsClient, AwsService
 from afpipe.queue.base import ReceivedMessage
-from afpipe.queue.sqs import SqsQueue, peek_dead_letters, redrive
+from afpipe.queue.sqs import SqsQueue
+from afpipe.queue.sqs_dead_letters import peek_dead_letters, redrive
 from tests.fixtures.moto import receive_at_least, sqs_depth
 
 

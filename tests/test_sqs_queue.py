@@ -158,15 +158,15 @@ async def test_partial_failure_retried_for_handles(
     )
 
 
-async def test_invalid_receipt_handle_is_not_retried(
+async def test_invalid_receipt_handle_is_not_retried_nor_an_error(
     moto_sqs_service: AwsService, sqs_queue_url: str
 ) -> None:
+    """Deleted or expired under us: nothing to delete, nothing to retry (a debug log)."""
     injector = FaultInjector("DeleteMessageBatch", [])
     async with client_via(injector) as aws:
         queue = SqsQueue(aws, moto_sqs_service, sqs_queue_url)
-        with trio.fail_after(20), pytest.raises(PermanentError) as caught:
+        with trio.fail_after(20):
             await queue.delete(["not-a-receipt-handle"])
-    assert caught.value.code == "ReceiptHandleIsInvalid"
     assert injector.sent_ids == [["0"]]
 
 

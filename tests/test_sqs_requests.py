@@ -14,8 +14,8 @@ import trio
 import trio.testing
 
 from afpipe.aws import AwsClient, CredentialCache, RetryPolicy, sqs_service, static_credentials
-from afpipe.errors import PermanentError, TransientError
-from afpipe.queue.base import ReceivedMessage
+from afpipe.errors import RefusedContent, TransientError
+from afpipe.queue.base import EntriesFailed, ReceivedMessage
 from afpipe.queue.sqs import SqsQueue
 
 SQS = sqs_service("us-east-1", {"AWS_ENDPOINT_URL_SQS": "https://sqs.test"})
@@ -89,10 +89,13 @@ async def test_sender_fault_is_permanent_after_the_others_are_done(
 
     scripted = Scripted(answer)
     async with sqs_queue(scripted) as queue:
-        with trio.fail_after(60), pytest.raises(PermanentError) as caught:
+        with trio.fail_after(60), pytest.raises(EntriesFailed) as caught:
             await queue.send_batch(["a", "b\x00", "c"])
     assert [[e["Id"] for e in p["Entries"]] for _, p in scripted.calls] == [["0", "1", "2"], ["2"]]
-    assert caught.value.code == "InvalidMessageContents"
+    [(index, error)] = caught.value.failed.items()
+    assert index == 1 and isinstance(error, RefusedContent)
+    assert error.code == "InvalidMessageContents"
+    assert caught.value.message_ids == {0: "m0", 2: "m2"}  # the others are on the queue
     assert "entry 1" in str(caught.value)
 
 
@@ -104,11 +107,13 @@ async def test_entries_still_failing_are_transient(autojump_clock: trio.testing.
     scripted = Scripted(answer)
     async with sqs_queue(scripted) as queue:
         start = trio.current_time()
-        with trio.fail_after(60), pytest.raises(TransientError) as caught:
+        with trio.fail_after(60), pytest.raises(EntriesFailed) as caught:
             await queue.delete(["h0", "h1"])
     assert [t - start for t in scripted.times] == [0.0, 1.0, 3.0, 7.0]
     assert [len(p["Entries"]) for _, p in scripted.calls] == [2, 1, 1, 1]
-    assert caught.value.code == "BatchEntriesFailed"
+    [(index, error)] = caught.value.failed.items()
+    assert index == 1 and isinstance(error, TransientError)
+    assert error.code == "BatchEntriesFailed"
 
 
 async def test_dead_letter_without_a_dlq_warns_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -145,7 +145,9 @@ class AwsClient:
         )
         try:
             response = await self._http.send(built)
-        except httpx.TransportError as exc:
+        # DecodingError (a Content-Encoding that does not decode: a cut or mangled
+        # answer) is no TransportError, yet just as worth another attempt.
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             name = f"{service.signing_name} {operation}"
             raise TransientError(
                 f"{name}: {type(exc).__name__}: {exc}", code=type(exc).__name__

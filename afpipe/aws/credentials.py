@@ -50,6 +50,9 @@ class CredentialCache:
         self._source: Credentials | None = None
         self._frozen: ReadOnlyCredentials | None = None
         self._lock = trio.Lock()
+        # Bumped by invalidate(): a resolve that began before it brings back
+        # credentials that may be the very ones AWS just refused.
+        self._generation = 0
 
     def _refresh_due(self) -> bool:
         """Cheap and non-blocking: botocore compares the expiry time with the clock."""
@@ -62,24 +65,36 @@ class CredentialCache:
             async with self._lock:
                 frozen = self._frozen  # another task may have refreshed while we waited
                 if frozen is None or self._refresh_due():
-                    frozen = self._frozen = await trio.to_thread.run_sync(
-                        self._resolve, abandon_on_cancel=True
-                    )
+                    frozen = await self._resolve_current()
         return frozen
+
+    async def _resolve_current(self) -> ReadOnlyCredentials:
+        """Resolve (or refresh) in a thread; again if invalidated meanwhile."""
+        while True:
+            generation = self._generation
+            source, frozen = await trio.to_thread.run_sync(
+                self._resolve, self._source, abandon_on_cancel=True
+            )
+            if generation == self._generation:  # the state changes only here, on trio's thread
+                self._source, self._frozen = source, frozen
+                return frozen
 
     def invalidate(self) -> None:
         """AWS said our credentials expired: resolve the whole chain again next time."""
         self._source = None
         self._frozen = None
+        self._generation += 1
 
-    def _resolve(self) -> ReadOnlyCredentials:  # runs in a worker thread
+    def _resolve(
+        self, source: Credentials | None
+    ) -> tuple[Credentials, ReadOnlyCredentials]:  # runs in a worker thread
         try:
-            if self._source is None:
-                self._source = self._load()
-                if self._source is None:
+            if source is None:
+                source = self._load()
+                if source is None:
                     raise ConfigError("no AWS credentials found (env, profile, IRSA, ECS, IMDS)")
-                logger.info("AWS credentials from %s", self._source.method)
-            return self._source.get_frozen_credentials()
+                logger.info("AWS credentials from %s", source.method)
+            return source, source.get_frozen_credentials()
         except _CONFIG_ERRORS as exc:
             raise ConfigError(f"AWS credentials: {exc}") from exc
         except botocore.exceptions.BotoCoreError as exc:

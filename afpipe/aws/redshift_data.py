@@ -5,8 +5,11 @@ an Id, DescribeStatement tells when it ended. ``RedshiftData.run`` submits and
 waits, polling with backoff, bounded by the statement timeout and by a number
 of polls; a statement that outlives them, or whose caller is cancelled (drain),
 is cancelled with CancelStatement. A FAILED statement is classified once, here:
-``StatementDataError`` (a PermanentError: the rows are wrong, bisect them) or
-``TransientError`` (conflicts, connections, anything not known to be the data).
+``StatementDataError`` (a PermanentError: the rows are wrong, bisect them),
+``ConfigError`` (the database user lacks a privilege: exit 2), a known
+``TransientError`` (conflicts, aborts, missing relations), or an
+``UnclassifiedStatementError``: a text afpipe does not know, retried a bounded
+number of times by the warehouse, then taken to be the rows' fault.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any, TypeVar
 import msgspec
 import trio
 
+from afpipe import drain
 from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
-from afpipe.errors import ConfigError, PermanentError, TransientError
+from afpipe.errors import AfpipeError, ConfigError, PermanentError, TransientError
 
 logger = logging.getLogger("afpipe.redshift")
 
@@ -53,6 +57,14 @@ _DATA = re.compile(
     r"|super value exceeds|invalid escape|invalid character|invalid timestamp",
     re.I,
 )
+# The database user may not do this: an operator must grant it (exit 2).
+_PRIVILEGE = re.compile(r"permission denied|must be owner of|not authorized to", re.I)
+# Known to be the system's state, not the rows: retried for ever, never dead-lettered.
+_SYSTEM = re.compile(
+    r"relation \S+ does not exist|could not open relation|disk full|out of memory"
+    r"|terminating connection|connection reset|canceled on user's request",
+    re.I,
+)
 _TERMINAL = frozenset({"FINISHED", "FAILED", "ABORTED"})
 
 Value = str | int | float | bool | None
@@ -61,6 +73,14 @@ _T = TypeVar("_T")
 
 class StatementDataError(PermanentError):
     """A statement FAILED because of the values it carried; the message is Redshift's."""
+
+
+class UnclassifiedStatementError(TransientError):
+    """A statement FAILED with a text afpipe does not recognise (``detail``)."""
+
+    def __init__(self, message: str, *, detail: str, request_id: str = "") -> None:
+        super().__init__(message, code=FAILED, request_id=request_id)
+        self.detail = detail
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +135,7 @@ class StatementResult(msgspec.Struct, frozen=True, rename="pascal"):
     sub_statements: list[SubStatement] = []
 
 
-def statement_error(result: StatementResult) -> TransientError | PermanentError:
+def statement_error(result: StatementResult) -> AfpipeError:
     """The error a FAILED or ABORTED statement stands for."""
     text = f"Redshift statement {result.id} {result.status}: {result.error or 'no detail'}"
     if result.status == "ABORTED":
@@ -124,12 +144,19 @@ def statement_error(result: StatementResult) -> TransientError | PermanentError:
         return TransientError(text, code=CONFLICT)
     if _DATA.search(result.error):
         return StatementDataError(result.error, code=FAILED, request_id=result.id)
-    # Not known to be the rows' fault: retrying is safe (loads are idempotent),
-    # dead-lettering a whole batch for a system error is not.
-    return TransientError(text, code=FAILED)
+    if _PRIVILEGE.search(result.error):
+        return ConfigError(
+            f"the Redshift database user (REDSHIFT_DB_USER / REDSHIFT_SECRET_ARN, or the IAM"
+            f" identity) lacks a privilege on REDSHIFT_TABLE_NAME's schema: {result.error}"
+        )
+    if _SYSTEM.search(result.error):
+        return TransientError(text, code=FAILED)
+    # Not known to be the rows' fault: retrying is safe (loads are idempotent), and
+    # the warehouse bounds how often before it bisects (RedshiftWarehouse).
+    return UnclassifiedStatementError(text, detail=result.error, request_id=result.id)
 
 
-Classifier = Callable[[StatementResult], TransientError | PermanentError]
+Classifier = Callable[[StatementResult], AfpipeError]
 
 
 def field_value(field: Mapping[str, Any]) -> Value:
@@ -248,7 +275,7 @@ class RedshiftData:
         return bool(answer.get("Status", False))
 
     async def _cancel_quietly(self, statement_id: str) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
+        with drain.cleanup_scope(CANCEL_TIMEOUT_S):
             try:
                 await self.cancel(statement_id)
             except (TransientError, PermanentError) as exc:  # e.g. it finished meanwhile

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from afpipe.errors import PermanentError, TransientError
+from afpipe.errors import AccessDenied, PermanentError, TransientError
 
 THROTTLING_CODES = frozenset(
     {
@@ -50,6 +50,23 @@ TRANSIENT_CODES = frozenset(
         # S3: our clock is off (signed afresh on retry), a conflicting operation on the key
         "RequestTimeTooSkewed",
         "OperationAborted",
+    }
+)
+# The identity lacks a permission, or the credentials are not valid at all: an
+# operator must act (exit 2), retrying cannot help.
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AWS.SimpleQueueService.AccessDenied",
+        "KMS.AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
     }
 )
 # The credentials we signed with have expired: resolve them again and retry.
@@ -97,9 +114,14 @@ def parse_error(status: int, headers: Mapping[str, str], body: bytes) -> AwsErro
 
 def to_exception(
     info: AwsErrorInfo, signing_name: str, operation: str
-) -> TransientError | PermanentError:
+) -> TransientError | PermanentError | AccessDenied:
     text = f"{signing_name} {operation}: {info.code} (HTTP {info.status})"
     if info.message:
         text += f": {info.message}"
+    if info.code in ACCESS_DENIED_CODES:
+        return AccessDenied(
+            f"AWS credentials / IAM policy: {text} (the identity afpipe runs as needs"
+            f" {signing_name}:{operation}; see README, IAM)"
+        )
     kind = TransientError if info.retryable else PermanentError
     return kind(text, code=info.code, request_id=info.request_id)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from afpipe.aws.responses import RETRYABLE_CODES
-from afpipe.errors import TransientError
+from afpipe.errors import PermanentError, RefusedContent, TransientError
 
 MAX_BATCH_ENTRIES = 10
 MAX_WAIT_S = 20  # SQS long poll limit
@@ -22,8 +22,18 @@ RECEIVE_COUNT_ATTRIBUTE = "afpipe_receive_count"
 
 T = TypeVar("T")
 
-# Characters SQS accepts in bodies and attribute values (#x9 #xA #xD #x20-#xD7FF ...).
-_NOT_ALLOWED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A receipt handle SQS no longer honours: its message was deleted (a heartbeat racing
+# the writer's delete) or its visibility ran out. Expected; nothing to do about it.
+GONE_CODES = frozenset(
+    {"ReceiptHandleIsInvalid", "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"}
+)
+CONTENT_REFUSED_CODES = frozenset(
+    {"InvalidMessageContents", "AWS.SimpleQueueService.InvalidMessageContents"}
+)
+
+# Characters SQS refuses in bodies and attribute values (it accepts only #x9 #xA #xD
+# #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF): InvalidMessageContents for the whole call.
+REFUSED_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class MessageAttribute(msgspec.Struct, frozen=True, rename="pascal"):
@@ -93,9 +103,27 @@ def split_batch_result(result: dict[str, Any], sent_ids: Iterable[str]) -> Batch
     return BatchOutcome(succeeded, retry_ids, permanent)
 
 
+def handle_gone(code: str) -> bool:
+    """Whether an entry's error code says its receipt handle is no longer held."""
+    return code in GONE_CODES
+
+
+def refused_content(error: PermanentError) -> RefusedContent:
+    """A whole call's InvalidMessageContents, as the class callers decide on."""
+    return RefusedContent(str(error), code=error.code, request_id=error.request_id)
+
+
+def entry_error(operation: str, failure: EntryFailure) -> PermanentError:
+    """One entry's failure for good, as afpipe's error."""
+    text = f"{operation}: {failure.code}: {failure.message}"
+    if failure.code in CONTENT_REFUSED_CODES:
+        return RefusedContent(text, code=failure.code)
+    return PermanentError(text, code=failure.code)
+
+
 def sanitize(text: str, max_chars: int = MAX_REASON_CHARS) -> str:
     """A non-empty attribute value SQS accepts: bad characters replaced, length capped."""
-    return _NOT_ALLOWED.sub("\ufffd", text[:max_chars]) or "-"
+    return REFUSED_CHARACTERS.sub("\ufffd", text[:max_chars]) or "-"
 
 
 def string_attribute(value: str) -> dict[str, str]:
@@ -115,21 +143,6 @@ def dead_letter_attributes(
 def chunks(items: Sequence[T], size: int = MAX_BATCH_ENTRIES) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def group_by_size(bodies: Sequence[str], max_batch_bytes: int) -> Iterator[list[int]]:
-    """Indexes of ``bodies`` in batches of ≤10 entries and ≤ ``max_batch_bytes`` in all."""
-    group: list[int] = []
-    size_bytes = 0
-    for index, body in enumerate(bodies):
-        body_bytes = len(body.encode())
-        if group and (len(group) == MAX_BATCH_ENTRIES or size_bytes + body_bytes > max_batch_bytes):
-            yield group
-            group, size_bytes = [], 0
-        group.append(index)
-        size_bytes += body_bytes
-    if group:
-        yield group
 
 
 def _convert(result: dict[str, Any], shape: type[T]) -> T:

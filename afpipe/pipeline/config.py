@@ -19,7 +19,7 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_rows: int = 5000
     batch_max_bytes: int = 4 * 1024 * 1024
     batch_linger_s: float = 1.0
-    visibility_s: int = 120
+    visibility_s: int | None = None  # None: the queue's own (the heartbeat reads it)
     # Default = AFPIPE_MAX_RECEIVES's (afpipe.config.Settings), so the two cannot disagree.
     # Past it a message is loaded alone; past twice it, dead-lettered (pipeline.polling).
     max_receives: int = 5
@@ -29,6 +29,12 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     receive_wait_s: float = 20
 
 
+# 2**MAX_BACKOFF_EXPONENT * base is far past the cap, and the float stays finite
+# however long an outage lasts (attempt counts grow for ever: retries never end).
+MAX_BACKOFF_EXPONENT = 32
+
+
 def backoff_s(attempt: int) -> float:
-    """Capped exponential backoff with full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+    """Capped exponential backoff with full jitter; any attempt number, however large."""
+    exponent = min(max(attempt, 0), MAX_BACKOFF_EXPONENT)
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**exponent))

@@ -7,10 +7,15 @@ import time
 
 import trio
 
+from afpipe import drain
 from afpipe.errors import AfpipeError
-from afpipe.queue.base import Queue, ReceivedMessage
+from afpipe.pipeline.config import backoff_s
+from afpipe.queue.base import EntriesFailed, Queue, ReceivedMessage
 
 log = logging.getLogger("afpipe.pipeline")
+
+# A heartbeat every quarter of the timeout needs a timeout of a few seconds at least.
+MIN_VISIBILITY_S = 2
 
 
 class InFlight:
@@ -50,8 +55,14 @@ class InFlight:
         return list(self._since)
 
 
-async def heartbeat(queue: Queue, inflight: InFlight, visibility_s: int) -> None:
-    """Extend every message held for half its visibility timeout, until cancelled."""
+async def heartbeat(queue: Queue, inflight: InFlight, visibility_s: int | None) -> None:
+    """Extend every message held for half its visibility timeout, until cancelled.
+
+    ``visibility_s`` None: the queue's own timeout, read from the queue (retried
+    until it answers), so that after a crash what was held comes back as soon
+    as the queue's own setting says, not after a longer timeout of afpipe's."""
+    if visibility_s is None:
+        visibility_s = await _queue_visibility_s(queue)
     half_s = visibility_s / 2
     while True:
         await trio.sleep(half_s / 2)
@@ -61,10 +72,26 @@ async def heartbeat(queue: Queue, inflight: InFlight, visibility_s: int) -> None
             continue
         try:
             await queue.change_visibility(due, visibility_s)
+        except EntriesFailed as exc:
+            # The others were extended: only the failed ones are due again next beat.
+            log.warning("visibility heartbeat failed for some messages", extra={"error": str(exc)})
+            inflight.touch([h for i, h in enumerate(due) if i not in exc.failed], now)
+            continue
         except AfpipeError as exc:
             log.warning("visibility heartbeat failed", extra={"error": str(exc)})
             continue
         inflight.touch(due, now)
+
+
+async def _queue_visibility_s(queue: Queue) -> int:
+    attempt = 0
+    while True:
+        try:
+            return max(MIN_VISIBILITY_S, await queue.visibility_timeout_s())
+        except AfpipeError as exc:
+            attempt += 1
+            log.warning("reading the queue's visibility timeout failed", extra={"error": str(exc)})
+            await trio.sleep(backoff_s(attempt))
 
 
 async def release(queue: Queue, inflight: InFlight, timeout_s: float) -> None:
@@ -72,7 +99,7 @@ async def release(queue: Queue, inflight: InFlight, timeout_s: float) -> None:
     handles = inflight.handles()
     if not handles:
         return
-    with trio.CancelScope(shield=True), trio.move_on_after(timeout_s):
+    with drain.cleanup_scope(timeout_s, last=True):
         try:
             await queue.change_visibility(handles, 0)
             inflight.remove(handles)

@@ -29,7 +29,7 @@ import trio
 
 from afpipe import metrics
 from afpipe.codec import DecodeError, decode_body
-from afpipe.errors import AfpipeError
+from afpipe.errors import AfpipeError, ConfigError
 from afpipe.health import Health
 from afpipe.pipeline.batching import Held
 from afpipe.pipeline.config import RECEIVE_MAX_MESSAGES, ConsumerConfig, backoff_s
@@ -82,6 +82,8 @@ async def poller(
         while not stop.is_set():
             try:
                 messages = await _receive_until(queue, config, stop, config.receive_wait_s)
+            except ConfigError:
+                raise  # an operator must act: the process exits 2 (cli)
             except AfpipeError as exc:
                 health.failed("queue")
                 metrics.RETRIES.labels("receive").inc()

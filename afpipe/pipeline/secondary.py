@@ -18,9 +18,9 @@ import trio
 
 from afpipe import metrics
 from afpipe.codec import encode_body, encode_event, pack
-from afpipe.errors import AfpipeError
+from afpipe.errors import AfpipeError, ConfigError
 from afpipe.event import Event
-from afpipe.queue.base import MAX_BATCH_ENTRIES, Queue
+from afpipe.queue.base import Queue, group_by_size
 from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
 log = logging.getLogger("afpipe.secondary")
@@ -52,6 +52,8 @@ class Secondary:
             with trio.move_on_after(self.timeout_s):
                 try:
                     result = await self.warehouse.load(events)
+                except ConfigError:
+                    raise  # an operator must act: the process exits 2 (cli)
                 except AfpipeError as exc:
                     log.warning("secondary load failed", extra={"error": str(exc)})
                 else:
@@ -70,11 +72,13 @@ class Secondary:
                 extra={"events": len(events), "dropped_total": self.dropped_events},
             )
             return True
-        groups = list(pack([encode_event(e.payload) for e in events], self.body_limit_bytes))
+        items = [encode_event(e.payload) for e in events]
+        bodies = [encode_body(group) for group in pack(items, self.body_limit_bytes)]
         try:
-            for start in range(0, len(groups), MAX_BATCH_ENTRIES):
-                chunk = groups[start : start + MAX_BATCH_ENTRIES]
-                await self.retry_queue.send_batch([encode_body(g) for g in chunk])
+            # SQS bounds a batch's bodies together like one message: ten full
+            # bodies in one call would fail every time (BatchRequestTooLong).
+            for batch in group_by_size(bodies, self.body_limit_bytes):
+                await self.retry_queue.send_batch([bodies[i] for i in batch])
         except AfpipeError as exc:
             # Not durable anywhere: keep the source messages so they come back.
             log.error("secondary hand-off failed", extra={"error": str(exc)})

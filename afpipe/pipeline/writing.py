@@ -17,7 +17,7 @@ import trio
 
 from afpipe import metrics
 from afpipe.codec import encode_body, encode_event
-from afpipe.errors import AfpipeError, PermanentError
+from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.event import Event
 from afpipe.health import Health
 from afpipe.pipeline.batching import Batch, Held, events_of
@@ -116,6 +116,8 @@ async def _load_until_committed(
             result = await warehouse.load(events)
             health.ok(warehouse.name)
             return result
+        except ConfigError:
+            raise  # an operator must act: the process exits 2 (cli)
         except AfpipeError as exc:
             health.failed(warehouse.name)
             metrics.RETRIES.labels("load").inc()

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
 
+from afpipe.errors import AfpipeError
+
 MAX_BATCH_ENTRIES = 10  # SQS: entries per SendMessageBatch / DeleteMessageBatch
+
+
+class EntriesFailed(AfpipeError):
+    """Some entries of a batch call failed, each for its own reason; the others succeeded.
+
+    ``failed`` maps an entry's index in the call's input to its error;
+    ``message_ids`` (sends only) maps the others' indexes to their message ids.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        failed: Mapping[int, AfpipeError],
+        message_ids: Mapping[int, str] | None = None,
+    ) -> None:
+        detail = "; ".join(f"entry {i}: {error}" for i, error in sorted(failed.items()))
+        super().__init__(f"{operation}: {len(failed)} entries failed: {detail}"[:2000])
+        self.failed = dict(failed)
+        self.message_ids = dict(message_ids or {})
 
 
 class ReceivedMessage(msgspec.Struct, frozen=True):
@@ -23,7 +44,9 @@ class Queue(Protocol):
 
     Every method raises ``TransientError`` when the backend may recover and
     ``PermanentError`` when the request itself is wrong; partial batch
-    failures are retried inside, so success means every entry succeeded.
+    failures are retried inside, so success means every entry succeeded. Entries
+    still failing are reported each on its own (``EntriesFailed``), the others
+    done: one entry (a refused body, a handle already deleted) never fails another.
     """
 
     name: str  # for logs and metrics: "embedded" or the queue URL
@@ -33,9 +56,16 @@ class Queue(Protocol):
         ...
 
     async def receive(
-        self, *, max_messages: int, wait_s: float, visibility_s: int
+        self, *, max_messages: int, wait_s: float, visibility_s: int | None
     ) -> list[ReceivedMessage]:
-        """Long-poll for up to ``max_messages``; may return early and empty."""
+        """Long-poll for up to ``max_messages``; may return early and empty.
+
+        ``visibility_s`` None: the queue's own visibility timeout (the operator's
+        choice of crash-recovery time), not an override."""
+        ...
+
+    async def visibility_timeout_s(self) -> int:
+        """The queue's own visibility timeout: what a receive without one gets."""
         ...
 
     async def delete(self, receipt_handles: Sequence[str]) -> None: ...
@@ -58,3 +88,22 @@ class Queue(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def group_by_size(bodies: Sequence[str], max_batch_bytes: int) -> Iterator[list[int]]:
+    """Indexes of ``bodies`` in batches of ≤10 entries and ≤ ``max_batch_bytes`` in all.
+
+    SQS bounds a SendMessageBatch's bodies together like one message
+    (BatchRequestTooLong); a body alone over the bound still gets a batch of its own.
+    """
+    group: list[int] = []
+    size_bytes = 0
+    for index, body in enumerate(bodies):
+        body_bytes = len(body.encode())
+        if group and (len(group) == MAX_BATCH_ENTRIES or size_bytes + body_bytes > max_batch_bytes):
+            yield group
+            group, size_bytes = [], 0
+        group.append(index)
+        size_bytes += body_bytes
+    if group:
+        yield group

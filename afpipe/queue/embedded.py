@@ -22,6 +22,8 @@ from afpipe.sqlite import ThreadedConnection, connect, transaction
 
 # Other processes' sends are seen by polling the file this often during a long poll.
 CROSS_PROCESS_POLL_S = 0.1
+# The embedded queue's own visibility timeout (SQS's default), when afpipe sets none.
+DEFAULT_VISIBILITY_S = 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -86,8 +88,10 @@ class EmbeddedQueue:
         return ids
 
     async def receive(
-        self, *, max_messages: int, wait_s: float, visibility_s: int
+        self, *, max_messages: int, wait_s: float, visibility_s: int | None
     ) -> list[ReceivedMessage]:
+        if visibility_s is None:
+            visibility_s = DEFAULT_VISIBILITY_S
         deadline = trio.current_time() + wait_s
         while True:
             arrived = self._arrived
@@ -102,6 +106,10 @@ class EmbeddedQueue:
                 return messages
             with trio.move_on_after(min(CROSS_PROCESS_POLL_S, remaining)):
                 await arrived.wait()
+
+    async def visibility_timeout_s(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return DEFAULT_VISIBILITY_S
 
     async def delete(self, receipt_handles: Sequence[str]) -> None:
         keys = [_split_handle(h) for h in receipt_handles]

@@ -1,8 +1,11 @@
 """The queue on AWS SQS (JSON protocol), through the shared AWS client.
 
 Batch calls retry only their failed entries, with the client's backoff and
-retry budget; an entry SQS rejects for good (a sender fault) ends the call
-with ``PermanentError`` once the other entries are done.
+retry budget. Each entry's fate is its own: every chunk is sent, and what
+failed (for good, or still after the retries) is reported per entry with
+``EntriesFailed`` once the others are done. A whole SendMessageBatch refused
+for one entry's characters is sent again entry by entry, so that only the
+entries at fault fail (``RefusedContent``).
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from afpipe.aws import sqs_api
 from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
 from afpipe.aws.sqs_api import SqsMessage
-from afpipe.errors import PermanentError, TransientError
-from afpipe.queue.base import ReceivedMessage
+from afpipe.errors import AfpipeError, ConfigError, PermanentError, RefusedContent, TransientError
+from afpipe.queue.base import EntriesFailed, ReceivedMessage
 
 logger = logging.getLogger("afpipe.sqs")
 
@@ -37,14 +38,42 @@ class SqsQueue:
         self._warned_no_dlq = False
 
     async def send_batch(self, bodies: Sequence[str]) -> list[str]:
+        """Message ids in order; ``EntriesFailed`` names the entries that failed and
+        the others' ids (each entry's fate is its own)."""
         if len(bodies) > sqs_api.MAX_BATCH_ENTRIES:
             raise ValueError(f"{len(bodies)} bodies: SendMessageBatch takes at most 10")
         entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
-        done = await self._batch("SendMessageBatch", entries)
+        try:
+            done, failed = await self._batch("SendMessageBatch", entries)
+        except RefusedContent as exc:
+            done, failed = await self._send_each(entries, exc)
+        if failed:
+            ids = {int(i): str(result["MessageId"]) for i, result in done.items()}
+            raise EntriesFailed("SendMessageBatch", _by_index(failed), ids)
         return [str(done[str(i)]["MessageId"]) for i in range(len(bodies))]
 
+    async def _send_each(
+        self, entries: list[dict[str, Any]], refused: RefusedContent
+    ) -> tuple[dict[str, Any], dict[str, AfpipeError]]:
+        """SQS refused the whole call for some entry's characters: send each alone,
+        so that only the entries at fault fail."""
+        if len(entries) == 1:
+            return {}, {entries[0]["Id"]: refused}
+        done: dict[str, Any] = {}
+        failed: dict[str, AfpipeError] = {}
+        for entry in entries:
+            try:
+                one_done, one_failed = await self._batch("SendMessageBatch", [entry])
+            except ConfigError:
+                raise
+            except AfpipeError as exc:
+                one_done, one_failed = {}, {entry["Id"]: exc}
+            done |= one_done
+            failed |= one_failed
+        return done, failed
+
     async def receive(
-        self, *, max_messages: int, wait_s: float, visibility_s: int
+        self, *, max_messages: int, wait_s: float, visibility_s: int | None
     ) -> list[ReceivedMessage]:
         messages = await self.receive_messages(
             max_messages=max_messages, wait_s=wait_s, visibility_s=visibility_s
@@ -55,33 +84,57 @@ class SqsQueue:
         ]
 
     async def receive_messages(
-        self, *, max_messages: int, wait_s: float, visibility_s: int, with_attributes: bool = False
+        self,
+        *,
+        max_messages: int,
+        wait_s: float,
+        visibility_s: int | None,
+        with_attributes: bool = False,
     ) -> list[SqsMessage]:
-        """ReceiveMessage as SQS answers it (``with_attributes``: our message attributes too)."""
+        """ReceiveMessage as SQS answers it (``with_attributes``: our message attributes too);
+        ``visibility_s`` None leaves the queue's own VisibilityTimeout in force."""
         payload: dict[str, Any] = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": max(1, min(sqs_api.MAX_BATCH_ENTRIES, max_messages)),
             "WaitTimeSeconds": max(0, min(sqs_api.MAX_WAIT_S, int(wait_s))),
-            "VisibilityTimeout": max(0, min(sqs_api.MAX_VISIBILITY_S, visibility_s)),
             "MessageSystemAttributeNames": list(sqs_api.SYSTEM_ATTRIBUTES),
         }
+        if visibility_s is not None:
+            payload["VisibilityTimeout"] = max(0, min(sqs_api.MAX_VISIBILITY_S, visibility_s))
         if with_attributes:
             payload["MessageAttributeNames"] = ["All"]
         return sqs_api.parse_messages(await self._call("ReceiveMessage", payload))
 
     async def delete(self, receipt_handles: Sequence[str]) -> None:
-        for chunk in sqs_api.chunks(receipt_handles):
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
-            await self._batch("DeleteMessageBatch", entries)
+        entries = [{"ReceiptHandle": h} for h in receipt_handles]
+        await self._each_chunk("DeleteMessageBatch", entries)
 
     async def change_visibility(self, receipt_handles: Sequence[str], timeout_s: int) -> None:
         timeout_s = max(0, min(sqs_api.MAX_VISIBILITY_S, timeout_s))
-        for chunk in sqs_api.chunks(receipt_handles):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout_s}
-                for i, h in enumerate(chunk)
-            ]
-            await self._batch("ChangeMessageVisibilityBatch", entries)
+        entries = [{"ReceiptHandle": h, "VisibilityTimeout": timeout_s} for h in receipt_handles]
+        await self._each_chunk("ChangeMessageVisibilityBatch", entries)
+
+    async def _each_chunk(self, operation: str, entries: list[dict[str, Any]]) -> None:
+        """Send every chunk of ten whatever became of the others; each entry's failure
+        is its own (``EntriesFailed``, by index). A handle no longer held (deleted
+        under a heartbeat, or expired) is expected and only logged."""
+        failed: dict[int, AfpipeError] = {}
+        for start in range(0, len(entries), sqs_api.MAX_BATCH_ENTRIES):
+            chunk = entries[start : start + sqs_api.MAX_BATCH_ENTRIES]
+            chunk = [{"Id": str(i), **entry} for i, entry in enumerate(chunk)]
+            try:
+                _, chunk_failed = await self._batch(operation, chunk)
+            except ConfigError:
+                raise  # no chunk can succeed: an operator must act
+            except AfpipeError as exc:  # the whole call: each of its entries failed
+                chunk_failed = {entry["Id"]: exc for entry in chunk}
+            failed |= {start + i: error for i, error in _by_index(chunk_failed).items()}
+        gone = [i for i, error in failed.items() if _gone(error)]
+        if gone:
+            logger.debug("%s: %d receipt handles no longer held", operation, len(gone))
+        failed = {i: error for i, error in failed.items() if i not in gone}
+        if failed:
+            raise EntriesFailed(operation, failed)
 
     async def attributes(self) -> dict[str, str]:
         """All of the queue's attributes (depth, visibility timeout, redrive policy...)."""
@@ -92,6 +145,15 @@ class SqsQueue:
 
     async def ping(self) -> None:
         await self.attributes()
+
+    async def visibility_timeout_s(self) -> int:
+        result = await self._call(
+            "GetQueueAttributes", {"QueueUrl": self.url, "AttributeNames": ["VisibilityTimeout"]}
+        )
+        try:
+            return int(result["Attributes"]["VisibilityTimeout"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransientError(f"GetQueueAttributes: no VisibilityTimeout in {result}") from exc
 
     async def dead_letter(self, message: ReceivedMessage, reason: str, body: str) -> bool:
         if self.dlq_url is None:
@@ -116,110 +178,41 @@ class SqsQueue:
         """Nothing to close: the AWS client belongs to whoever made it."""
 
     async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self._aws.call(self._service, operation, payload)
+        try:
+            return await self._aws.call(self._service, operation, payload)
+        except PermanentError as exc:
+            if exc.code in sqs_api.CONTENT_REFUSED_CODES:
+                raise sqs_api.refused_content(exc) from exc
+            raise
 
-    async def _batch(self, operation: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Run a *Batch operation until every entry is done; result entries by Id."""
+    async def _batch(
+        self, operation: str, entries: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, AfpipeError]]:
+        """Run a *Batch operation, retrying the entries that failed for now (with the
+        client's backoff and budget): (result entries by Id, failures by Id)."""
         pending = {str(e["Id"]): e for e in entries}
         done: dict[str, Any] = {}
-        failed_for_good: list[sqs_api.EntryFailure] = []
+        failed: dict[str, AfpipeError] = {}
         retry_index = 0
         while pending:
             result = await self._call(
                 operation, {"QueueUrl": self.url, "Entries": [*pending.values()]}
             )
             outcome = sqs_api.split_batch_result(result, pending)
-            done.update(outcome.succeeded)
-            failed_for_good += outcome.permanent
+            done |= outcome.succeeded
+            failed |= {f.id: sqs_api.entry_error(operation, f) for f in outcome.permanent}
             pending = {i: pending[i] for i in outcome.retry_ids}
             if pending and not await self._aws.backoff(self._service, retry_index):
-                raise TransientError(
-                    f"{operation}: entries {sorted(pending)} still failing after retries",
-                    code="BatchEntriesFailed",
-                )
+                message = f"{operation}: entry still failing after retries"
+                failed |= {i: TransientError(message, code="BatchEntriesFailed") for i in pending}
+                break
             retry_index += 1
-        if failed_for_good:
-            raise _permanent(operation, failed_for_good)
-        return done
+        return done, failed
 
 
-def _permanent(operation: str, failures: list[sqs_api.EntryFailure]) -> PermanentError:
-    first = failures[0]
-    detail = "; ".join(f"entry {f.id}: {f.code}: {f.message}" for f in failures)
-    return PermanentError(f"{operation}: {detail}", code=first.code)
+def _by_index(failed: dict[str, AfpipeError]) -> dict[int, AfpipeError]:
+    return {int(entry_id): error for entry_id, error in failed.items()}
 
 
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A message on the dead-letter queue, as `afpipe dlq peek` shows it."""
-
-    message_id: str
-    body: str
-    reason: str  # empty when something other than afpipe put it there (redrive policy)
-    source_message_id: str
-    source_receive_count: int
-    dead_lettered_at_s: float
-
-
-async def peek_dead_letters(
-    dlq: SqsQueue, max_messages: int, *, wait_s: float = 1, hold_s: int = 30
-) -> list[DeadLetter]:
-    """Up to ``max_messages`` dead letters with their reasons; none is deleted.
-
-    Each is held invisible (``hold_s``) only while we look, so one peek never
-    shows a message twice, then released at once.
-    """
-    seen: list[SqsMessage] = []
-    while len(seen) < max_messages:
-        batch = await dlq.receive_messages(
-            max_messages=max_messages - len(seen),
-            wait_s=wait_s,
-            visibility_s=hold_s,
-            with_attributes=True,
-        )
-        if not batch:
-            break
-        seen += batch
-    await dlq.change_visibility([m.receipt_handle for m in seen], 0)
-    return [_dead_letter(m) for m in seen]
-
-
-async def redrive(
-    dlq: SqsQueue,
-    target: SqsQueue,
-    max_messages: int,
-    *,
-    wait_s: float = 1,
-    hold_s: int = 60,
-    max_batch_bytes: int = 256 * 1024,
-) -> int:
-    """Move up to ``max_messages`` from ``dlq`` to ``target``; returns how many moved.
-
-    A message leaves the DLQ only after ``target`` accepted it: a failure
-    part-way leaves it there (and at worst sends it twice, which loads dedupe).
-    """
-    moved = 0
-    while moved < max_messages:
-        batch = await dlq.receive_messages(
-            max_messages=max_messages - moved, wait_s=wait_s, visibility_s=hold_s
-        )
-        if not batch:
-            break
-        bodies = [m.body for m in batch]
-        for group in sqs_api.group_by_size(bodies, max_batch_bytes):
-            await target.send_batch([bodies[i] for i in group])
-            await dlq.delete([batch[i].receipt_handle for i in group])
-            moved += len(group)
-    logger.info("redrove %d messages from %s to %s", moved, dlq.name, target.name)
-    return moved
-
-
-def _dead_letter(message: SqsMessage) -> DeadLetter:
-    count = message.attribute(sqs_api.RECEIVE_COUNT_ATTRIBUTE)
-    return DeadLetter(
-        message_id=message.message_id,
-        body=message.body,
-        reason=message.attribute(sqs_api.REASON_ATTRIBUTE),
-        source_message_id=message.attribute(sqs_api.SOURCE_ID_ATTRIBUTE),
-        source_receive_count=int(count) if count.isdigit() else 0,
-        dead_lettered_at_s=message.sent_at_s,
-    )
+def _gone(error: AfpipeError) -> bool:
+    return isinstance(error, PermanentError) and sqs_api.handle_gone(error.code)

@@ -31,11 +31,13 @@ from afpipe import metrics
 from afpipe.aws.client import AwsClient
 from afpipe.aws.redshift_data import (
     CONFLICT,
+    FAILED,
     Classifier,
     RedshiftData,
     StatementDataError,
     StatementResult,
     Target,
+    UnclassifiedStatementError,
     statement_error,
 )
 from afpipe.aws.service import AwsService
@@ -50,6 +52,8 @@ from afpipe.warehouse.s3_staging import Stager
 logger = logging.getLogger("afpipe.redshift")
 
 DEFAULT_DEDUP_WINDOW_S = 24 * 60 * 60.0
+DEFAULT_MAX_UNCLASSIFIED_FAILURES = 5
+_MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
 
 
 class RedshiftWarehouse:
@@ -75,6 +79,7 @@ class RedshiftWarehouse:
         dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
         limits: sql.SqlLimits = sql.DATA_API_LIMITS,
         stager: Stager | None = None,
+        max_unclassified_failures: int = DEFAULT_MAX_UNCLASSIFIED_FAILURES,
     ) -> None:
         if dedup_window_s < 0:
             raise ValueError("dedup_window_s must not be negative")
@@ -86,6 +91,10 @@ class RedshiftWarehouse:
         self.dedup_window_s = dedup_window_s
         self.limits = limits
         self.stager = stager
+        # A statement failing with a text afpipe does not know is retried this many
+        # times (identical texts, across attempts), then treated as the rows' fault.
+        self.max_unclassified_failures = max_unclassified_failures
+        self._unclassified: dict[str, int] = {}  # Redshift's text -> failures seen
         self._transactions = trio.Lock()  # this process's loads queue here first (see above)
 
     async def ensure_table(self) -> None:
@@ -146,6 +155,7 @@ class RedshiftWarehouse:
             result = await load_isolating([batch.stored[row.id][0] for row in group], attempt)
             loaded += result.loaded
             rejected += result.rejected
+        self._unclassified.clear()  # a load went through: count afresh
         return LoadResult(loaded=loaded, rejected=rejected + _twins_of(rejected, batch.twins))
 
     def _groups(self, rows: list[Row]) -> list[list[Row]]:
@@ -179,10 +189,27 @@ class RedshiftWarehouse:
             return await self._load([rows[event.id] for event in events])
         except StatementDataError:
             raise
+        except UnclassifiedStatementError as exc:
+            if self._count_unclassified(exc.detail) < self.max_unclassified_failures:
+                raise
+            logger.warning(
+                "%s: the same unclassified failure %d times; taking it to be the rows': %s",
+                self.name,
+                self.max_unclassified_failures,
+                exc.detail,
+            )
+            raise StatementDataError(exc.detail, code=FAILED, request_id=exc.request_id) from exc
         except PermanentError as exc:
             # Refused as a request (validation, access, S3 denied): no row is at fault,
             # so bisecting would dead-letter good events. Keep them queued instead.
             raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
+
+    def _count_unclassified(self, detail: str) -> int:
+        """Failures with ``detail`` so far, this one included."""
+        seen = self._unclassified.get(detail, 0) + 1
+        if detail in self._unclassified or len(self._unclassified) < _MAX_UNCLASSIFIED_TEXTS:
+            self._unclassified[detail] = seen
+        return seen
 
     async def _load(self, rows: list[Row]) -> int:
         """One transaction: inline if the rows fit one, else COPY from S3; without

@@ -27,7 +27,7 @@ from datetime import datetime
 import msgspec
 
 from afpipe.aws.redshift_data import FAILED, StatementDataError, StatementResult, statement_error
-from afpipe.errors import PermanentError, TransientError
+from afpipe.errors import AfpipeError, TransientError
 from afpipe.event import Row
 from afpipe.warehouse import redshift_sql as sql
 
@@ -148,7 +148,7 @@ def inline_transaction(
     return plan[0] if len(plan) == 1 else None
 
 
-def copy_statement_error(result: StatementResult) -> TransientError | PermanentError:
+def copy_statement_error(result: StatementResult) -> AfpipeError:
     """The error a FAILED or ABORTED COPY transaction stands for.
 
     The rows are at fault only when COPY says it rejected a row; a COPY that

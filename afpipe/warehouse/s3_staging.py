@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import trio
 
+from afpipe import drain
 from afpipe.aws.s3 import S3Client
 from afpipe.errors import AfpipeError
 from afpipe.event import Row
@@ -56,7 +57,7 @@ class Stager:
 
     async def _delete_quietly(self, key: str) -> None:
         problem = f"no answer within {DELETE_TIMEOUT_S} s"
-        with trio.CancelScope(shield=True), trio.move_on_after(DELETE_TIMEOUT_S):
+        with drain.cleanup_scope(DELETE_TIMEOUT_S):
             try:
                 await self.s3.delete_object(self.staging.bucket, key)
                 return

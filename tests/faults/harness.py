@@ -27,6 +27,7 @@ import trio
 
 from afpipe.codec import DecodeError, decode_body
 from afpipe.event import from_payload
+from bench import slow_clients
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.moto import (
     _SERVER_SCRIPT,
@@ -69,9 +70,9 @@ class Moto:
             aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
         )
 
-    def queue(self, prefix: str) -> str:
+    def queue(self, prefix: str, visibility_s: int = 30) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        attributes = {"VisibilityTimeout": "30"}
+        attributes = {"VisibilityTimeout": str(visibility_s)}
         return str(self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
 
     def depth(self, url: str) -> tuple[int, int]:
@@ -276,6 +277,7 @@ class Load:
     sent: set[str] = field(default_factory=set)
     statuses: Counter[str] = field(default_factory=Counter)
     extra: list[dict[str, Any]] = field(default_factory=list)  # payloads to mix in once
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the webhook token
 
     def event(self, worker: int, n: int) -> dict[str, Any]:
         return {
@@ -307,7 +309,7 @@ class Load:
                 previous = batch
                 self.sent.update(from_payload(p).id for p in batch)
                 try:
-                    response = await client.post(HOOK, json=batch)
+                    response = await client.post(HOOK, json=batch, headers=self.headers)
                 except httpx.TransportError:
                     self.statuses["no answer"] += 1
                     await trio.sleep(0.1)
@@ -318,6 +320,13 @@ class Load:
                 else:
                     await trio.sleep(0.1)
                 await trio.sleep(self.pause_s)
+
+
+async def slow_tokenless_client(url: str, stop: trio.Event, answers: Counter[str]) -> None:
+    """Posts without a token, trickling a 100 kB body a byte every 50 ms; connects again
+    each time the server closes the connection. ``answers`` counts the statuses it got."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    await slow_clients.client(host, int(port), 0.05, stop, answers)
 
 
 # --- counting -----------------------------------------------------------------------------

@@ -9,14 +9,19 @@ restart the case itself performs).
 from __future__ import annotations
 
 import random
+import resource
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
+from afpipe.event import from_payload
 from afpipe.warehouse import redshift_sql
 from tests.daemon import Daemon, afpipe_process
 from tests.emulators.redshift_data import RedshiftDataEmulator
@@ -32,7 +37,9 @@ from tests.faults.harness import (
     emulator_ids,
     free_port,
     integrity,
+    slow_tokenless_client,
 )
+from tests.faults.hostile import HostilePoster, hostile_event, mismatched_rows
 from tests.fixtures.redshift import REDSHIFT_TARGET, make_redshift_data_client, redshift_env
 
 CONFLICT_TEXT = "ERROR: 1023 DETAIL: Serializable isolation violation on table appsflyer_events"
@@ -138,7 +145,13 @@ class Setup:
 
 @asynccontextmanager
 async def _setup(
-    ctx: Env, name: str, *, secondary: bool = False, embedded: bool = False, **extra: str
+    ctx: Env,
+    name: str,
+    *,
+    secondary: bool = False,
+    embedded: bool = False,
+    visibility_s: int = 30,
+    **extra: str,
 ) -> AsyncIterator[Setup]:
     port = free_port()
     data_dir = ctx.tmp / name / "data"
@@ -149,7 +162,8 @@ async def _setup(
     with ExitStack() as stack:
         if not embedded:
             primary = stack.enter_context(emulator())
-            queue_url, dlq_url = ctx.moto.queue(name), ctx.moto.queue(f"{name}-dlq")
+            queue_url = ctx.moto.queue(name, visibility_s)
+            dlq_url = ctx.moto.queue(f"{name}-dlq")
             env |= {
                 "AWS_ENDPOINT_URL_SQS": ctx.proxy.url,
                 "SQS_QUEUE_URL": queue_url,
@@ -255,9 +269,10 @@ async def _under_load(
     *,
     warmup_s: float = 2.0,
     after_s: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> Load:
     """Start the daemon and the load; run ``fault``; load a little more; converge; stop."""
-    load = Load(setup.url)
+    load = Load(setup.url, headers=headers or {})
     stop = trio.Event()
     async with (
         trio.open_nursery() as nursery,
@@ -277,6 +292,32 @@ async def _under_load(
     return load
 
 
+async def _kill_at_random(setup: Setup, kills: int, rng: random.Random) -> None:
+    """Start afpipe and kill -9 it after a random 0.3-2.5 s, ``kills`` times."""
+    for _ in range(kills):
+        await _start_and_kill(setup, rng.uniform(0.3, 2.5))
+
+
+async def _start_and_kill(setup: Setup, after_s: float) -> None:
+    async with afpipe_process(setup.data_dir, setup.env) as daemon:
+        await trio.sleep(after_s)
+        daemon.signal(signal.SIGKILL)
+        await daemon.wait()
+
+
+async def _restart_until_converged(
+    ctx: Env, setup: Setup, acked: Callable[[], set[str]], stop: trio.Event, result: Result
+) -> None:
+    """Start afpipe once more, stop the load, and time until ``acked()`` has drained."""
+    async with afpipe_process(setup.data_dir, setup.env) as daemon:
+        start = trio.current_time()
+        await trio.sleep(1.5)
+        stop.set()
+        if await _converge(ctx, setup, acked()) is not None:
+            result.recovery_s = trio.current_time() - start
+        await _stop_daemon(daemon, result)
+
+
 # --- cases --------------------------------------------------------------------------------
 
 
@@ -289,21 +330,49 @@ async def case_kill9(ctx: Env) -> Result:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run, stop)
-            for _ in range(kills):
-                async with afpipe_process(setup.data_dir, setup.env) as daemon:
-                    await trio.sleep(rng.uniform(0.3, 2.5))
-                    daemon.signal(signal.SIGKILL)
-                    await daemon.wait()
-            async with afpipe_process(setup.data_dir, setup.env) as daemon:
-                start = trio.current_time()
-                await trio.sleep(1.5)
-                stop.set()
-                converged = await _converge(ctx, setup, load.acked)
-                if converged is not None:
-                    result.recovery_s = trio.current_time() - start
-                await _stop_daemon(daemon, result)
+            await _kill_at_random(setup, kills, rng)
+            await _restart_until_converged(ctx, setup, lambda: load.acked, stop, result)
         _count(ctx, setup, load, result)
     return result
+
+
+async def case_ha_pair_kill9(ctx: Env) -> Result:
+    """An HA pair on one queue and one table (SNAPSHOT isolation, the emulator's
+    default), each event posted to both; instance A is killed and restarted, B runs on."""
+    kills = 20 if ctx.long else 3
+    result = Result(
+        "two instances, SNAPSHOT, kill -9 of one",
+        "3 workers × 10 events to each, every event to both",
+        f"SIGKILL × {kills} of instance A at random",
+    )
+    rng = random.Random(ctx.seed)
+    async with _setup(ctx, "ha_kill9", secondary=True) as setup:
+        port_b = free_port()
+        env_b = {**setup.env, "PORT": str(port_b)}
+        load_a = Load(setup.url)
+        load_b = Load(f"http://127.0.0.1:{port_b}", run_id=load_a.run_id)  # the same events
+        stop = trio.Event()
+        async with (
+            trio.open_nursery() as nursery,
+            afpipe_process(setup.data_dir.parent / "data-b", env_b) as daemon_b,
+        ):
+            nursery.start_soon(load_a.run, stop)
+            nursery.start_soon(load_b.run, stop)
+            await _kill_at_random(setup, kills, rng)
+            await _restart_until_converged(
+                ctx, setup, lambda: load_a.acked | load_b.acked, stop, result
+            )
+            await _stop_daemon(daemon_b, result)
+        _count(ctx, setup, _both(load_a, load_b), result)
+    return result
+
+
+def _both(first: Load, second: Load) -> Load:
+    """What two loads acknowledged, sent and were answered, as one."""
+    both = Load(first.url, run_id=first.run_id)
+    both.acked, both.sent = first.acked | second.acked, first.sent | second.sent
+    both.statuses = first.statuses + second.statuses
+    return both
 
 
 async def case_sigterm(ctx: Env) -> Result:
@@ -525,18 +594,9 @@ async def case_embedded_kill9(ctx: Env) -> Result:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run, stop)
             for _ in range(kills):
-                async with afpipe_process(setup.data_dir, setup.env) as daemon:
-                    await trio.sleep(rng.uniform(0.3, 2.5))
-                    daemon.signal(signal.SIGKILL)
-                    await daemon.wait()
+                await _start_and_kill(setup, rng.uniform(0.3, 2.5))
                 wal_seen += (setup.data_dir / "queue.db-wal").exists()
-            async with afpipe_process(setup.data_dir, setup.env) as daemon:
-                start = trio.current_time()
-                await trio.sleep(1.5)
-                stop.set()
-                if await _converge(ctx, setup, load.acked) is not None:
-                    result.recovery_s = trio.current_time() - start
-                await _stop_daemon(daemon, result)
+            await _restart_until_converged(ctx, setup, lambda: load.acked, stop, result)
         for name in ("queue.db", "warehouse.db"):
             check = integrity(setup.data_dir / name)
             if check != "ok":
@@ -548,16 +608,232 @@ async def case_embedded_kill9(ctx: Env) -> Result:
 
 
 async def case_disk_full(ctx: Env) -> Result:
-    result = Result("embedded: disk full / read-only", "-", "-")
-    result.skipped = (
-        "not run: the runner is root here, and root ignores directory permissions;"
-        " a full disk needs a loop device or tmpfs quota the sandbox does not offer"
+    """The embedded backends' files may not grow (RLIMIT_FSIZE 0 on the running
+    process: writes fail with EFBIG, as on a full disk) for a while, then may again."""
+    full_s = 30.0 if ctx.long else 5.0
+    result = Result(
+        "embedded: disk full", "3 workers × 10 events", f"RLIMIT_FSIZE 0 for {full_s:.0f} s"
     )
+    async with _setup(ctx, "disk_full", embedded=True) as setup:
+
+        async def fill_disk(load: Load) -> None:
+            pid = daemon_pid(setup)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+            refused_before = load.statuses["503"]
+            await trio.sleep(full_s)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+            result.notes.append(f"503 while full: {load.statuses['503'] - refused_before}")
+
+        await _under_load(ctx, setup, result, fill_disk)
+        for name in ("queue.db", "warehouse.db"):
+            check = integrity(setup.data_dir / name)
+            if check != "ok":
+                result.problems.append(f"{name} integrity: {check}")
     return result
+
+
+async def case_slow_tokenless(ctx: Env) -> Result:
+    """Clients without the token trickle their bodies; they used to hold an in-flight slot
+    each (AFPIPE_MAX_INFLIGHT_REQUESTS, 128) while afpipe read and dropped the body."""
+    seconds, attackers = (30.0, 512) if ctx.long else (5.0, 256)
+    result = Result(
+        "slow token-less clients while good clients post: good ones all 200",
+        "3 workers × 10 events, with the token",
+        f"{attackers} clients without the token trickle 100 kB bodies (a byte / 50 ms)"
+        f" for {seconds:.0f} s",
+    )
+    token = "faults-webhook-token-5a7c"
+    async with _setup(ctx, "slow_tokenless", AFPIPE_WEBHOOK_TOKEN=token) as setup:
+
+        async def attack(load: Load) -> None:
+            before = load.statuses.copy()
+            answers: Counter[str] = Counter()
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for _ in range(attackers):
+                    nursery.start_soon(slow_tokenless_client, setup.url, stop, answers)
+                await trio.sleep(seconds)
+                stop.set()
+            good = load.statuses - before
+            result.notes.append(f"good answers during the attack: {dict(good)}")
+            result.notes.append(f"attackers' answers: {dict(answers)}")
+            if set(good) != {"200"}:
+                result.problems.append(f"good clients got {dict(good)} during the attack")
+            if answers["401"] < attackers:
+                result.problems.append(f"attackers were not refused at once: {dict(answers)}")
+
+        await _under_load(ctx, setup, result, attack, headers={"Authorization": token})
+    return result
+
+
+async def case_hostile_characters(ctx: Env) -> Result:
+    """Events holding U+FFFE / U+FFFF (SQS refuses a whole call for one) from
+    concurrent clients, packed with good ones: all 200, all rows, byte-exact."""
+    rounds = 40 if ctx.long else 10
+    result = Result(
+        "events with characters SQS refuses, among good ones",
+        "3 workers × 10 events; 3 more clients",
+        f"{rounds * 9} events holding U+FFFE/U+FFFF (raw, \\u-escaped, GET) and"
+        f" {rounds * 3} lone surrogates; 5 more mixed into a good array",
+    )
+    async with _setup(ctx, "hostile") as setup:
+        emu = setup.primary
+        assert emu is not None
+        hostile: dict[str, dict[str, Any]] = {}
+
+        async def fault(load: Load) -> None:
+            poster = HostilePoster(setup.url, load.run_id, rounds=rounds)
+            extra = [hostile_event(f"{load.run_id}-extra-{n}") for n in range(5)]
+            load.extra = list(extra)  # into worker 0's next array, with 10 good events
+            await poster.run()
+            hostile.update(poster.sent)
+            hostile.update({from_payload(p).id: p for p in extra})
+            load.sent |= set(poster.sent)
+            load.acked |= poster.acked
+            load.statuses += poster.statuses
+            refused = {k: v for k, v in poster.statuses.items() if not k.endswith(": 200")}
+            if set(refused) != {"lone surrogate: 400"}:
+                result.problems.append(f"hostile clients were answered {dict(refused)}")
+
+        load = await _under_load(ctx, setup, result, fault)
+        unacked = set(hostile) - load.acked
+        if unacked:
+            result.problems.append(f"{len(unacked)} hostile events not acknowledged")
+        mismatched = mismatched_rows(emu, {i: hostile[i] for i in set(hostile) & load.acked})
+        if mismatched:
+            result.problems.append(f"{len(mismatched)} hostile rows not byte-exact")
+        result.notes.append(f"{len(hostile) - len(unacked) - len(mismatched)} hostile rows exact")
+    return result
+
+
+async def case_warehouse_down_at_start(ctx: Env) -> Result:
+    """The primary's Data API answers 503 before afpipe starts and for a while after:
+    the webhook must serve (and /ready stay 200) on the queue alone; the consumer waits."""
+    down_s = 60.0 if ctx.long else 10.0
+    result = Result(
+        "Redshift down from start, then back",
+        "3 workers × 10 events",
+        f"Data API 503 on every call from before start for {down_s:.0f} s",
+    )
+    async with _setup(ctx, "warehouse_down") as setup:
+        emu = setup.primary
+        assert emu is not None
+        emu.set_unavailable(True)
+        load = Load(setup.url)
+        stop = trio.Event()
+        async with (
+            trio.open_nursery() as nursery,
+            afpipe_process(setup.data_dir, setup.env) as daemon,
+        ):
+            nursery.start_soon(load.run, stop)
+            not_ready = 0
+            async with httpx.AsyncClient(base_url=setup.url) as client:
+                with trio.move_on_after(down_s):
+                    while True:
+                        answer = await client.get("/ready")
+                        not_ready += answer.status_code != 200
+                        await trio.sleep(1)
+            ok_while_down = load.statuses["200"]
+            rows_while_down = len(emulator_ids(emu))
+            emu.set_unavailable(False)
+            start = trio.current_time()
+            await trio.sleep(2)
+            stop.set()
+            # The backlog of a minute's outage is ~1,000 messages, and moto answers a
+            # receive in O(queue depth): ~2.7 s per call at 4,000 messages (measured).
+            # Draining it here takes far longer than on SQS; wait for it.
+            with trio.move_on_after(5 * CONVERGE_TIMEOUT_S):
+                while not (load.acked <= set(emulator_ids(emu)) and _queue_empty(ctx, setup)):
+                    await trio.sleep(0.2)
+                result.recovery_s = trio.current_time() - start
+            if result.recovery_s is None:
+                print(f"--- afpipe output (not converged) ---\n{daemon.output()[-20000:]}")
+                async with httpx.AsyncClient(base_url=setup.url) as client:
+                    metrics_text = (await client.get("/metrics")).text
+                lines = metrics_text.splitlines()
+                print("\n".join(line for line in lines if line.startswith("afpipe")))
+                print("queue depth", ctx.moto.depth(setup.queue_url))
+            result.notes.append(
+                f"{ok_while_down} answered 200 while down; /ready not 200 {not_ready}×;"
+                f" {rows_while_down} rows while down"
+            )
+            if not_ready:
+                result.problems.append(f"/ready answered non-200 {not_ready}× while Redshift down")
+            if ok_while_down == 0:
+                result.problems.append("nothing acknowledged while Redshift was down")
+            await _stop_daemon(daemon, result)
+        _count(ctx, setup, load, result)
+    return result
+
+
+async def case_kill9_queue_visibility(ctx: Env) -> Result:
+    """kill -9 with a 10 s queue VisibilityTimeout and AFPIPE_VISIBILITY_TIMEOUT_S unset:
+    what the killed process held is back (and loaded) within the queue's timeout."""
+    visibility_s = 10
+    kills = 5 if ctx.long else 1
+    result = Result(
+        "kill -9 with a short queue visibility timeout",
+        "3 workers × 10 events",
+        f"SIGKILL × {kills}, queue VisibilityTimeout {visibility_s} s, afpipe's own unset",
+    )
+    rng = random.Random(ctx.seed + 2)
+    async with _setup(
+        ctx, "kill9_vis", visibility_s=visibility_s, AFPIPE_VISIBILITY_TIMEOUT_S="0"
+    ) as setup:
+        emu = setup.primary
+        assert emu is not None
+        load = Load(setup.url)
+        stop = trio.Event()
+        slowest = 0.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load.run, stop)
+            for kill in range(kills):
+                await _start_and_kill(setup, rng.uniform(1.0, 3.0))
+                acked_at_kill = set(load.acked)
+                async with afpipe_process(setup.data_dir, setup.env) as daemon:
+                    start = trio.current_time()
+                    with trio.move_on_after(CONVERGE_TIMEOUT_S):
+                        while not acked_at_kill <= set(emulator_ids(emu)):
+                            await trio.sleep(0.2)
+                    took = trio.current_time() - start
+                    slowest = max(slowest, took)
+                    if kill == kills - 1:
+                        stop.set()
+                        if await _converge(ctx, setup, load.acked) is not None:
+                            result.recovery_s = trio.current_time() - start
+                    await _stop_daemon(daemon, result)
+        result.notes.append(
+            f"slowest: every event acknowledged before a kill loaded {slowest:.1f} s"
+            " after the restart"
+        )
+        # The restart itself takes a second or two before the consumer polls.
+        if slowest > visibility_s + 5:
+            result.problems.append(
+                f"acknowledged events took {slowest:.1f} s after a restart"
+                f" (queue visibility {visibility_s} s)"
+            )
+        _count(ctx, setup, load, result)
+    return result
+
+
+def daemon_pid(setup: Setup) -> int:
+    """The pid of the one afpipe serving ``setup`` (the case starts only that one)."""
+    port = setup.url.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"afpipe" in cmdline and f"PORT={port}".encode() in environ:
+                return int(entry.name)
+    raise RuntimeError(f"no afpipe process serving port {port}")
 
 
 CASES: dict[str, Callable[[Env], Awaitable[Result]]] = {
     "kill9": case_kill9,
+    "ha_kill9": case_ha_pair_kill9,
     "sigterm": case_sigterm,
     "sqs_flaky": case_sqs_flaky,
     "sqs_down": case_sqs_down,
@@ -567,6 +843,10 @@ CASES: dict[str, Callable[[Env], Awaitable[Result]]] = {
     "secondary_down": case_secondary_down,
     "embedded_kill9": case_embedded_kill9,
     "disk_full": case_disk_full,
+    "slow_tokenless": case_slow_tokenless,
+    "hostile_characters": case_hostile_characters,
+    "warehouse_down_at_start": case_warehouse_down_at_start,
+    "kill9_queue_visibility": case_kill9_queue_visibility,
 }
 # What the normal test command runs (under a minute).
 SHORT_TEST_CASES = ("kill9", "data_api_faults")
