@@ -218,6 +218,7 @@ async def _start_ingest(
         senders=settings.producer_senders,
         health=health,
         max_pending_bytes=settings.producer_max_pending_bytes,
+        linger_s=settings.producer_linger_ms / 1000,
     )
 
     async def run_producer(*, task_status: trio.TaskStatus[None]) -> None:

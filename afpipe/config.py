@@ -98,6 +98,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         default=32 * 1024 * 1024, name="AFPIPE_PRODUCER_MAX_PENDING_BYTES"
     )
     producer_senders: Positive = field(default=4, name="AFPIPE_PRODUCER_SENDERS")
+    # One event per request (AppsFlyer's shape) rarely finds company in a send in
+    # flight: waiting a little for more makes ~10x fewer SendMessageBatch at 200 ev/s.
+    producer_linger_ms: Annotated[int, Meta(ge=0, le=1000)] = field(
+        default=50, name="AFPIPE_PRODUCER_LINGER_MS"
+    )
     enqueue_timeout_s: PositiveFloat = field(default=10.0, name="AFPIPE_ENQUEUE_TIMEOUT_S")
     workers: Annotated[int, Meta(ge=1, le=64)] = field(default=1, name="AFPIPE_WORKERS")
     pollers: Positive = field(default=2, name="AFPIPE_POLLERS")
@@ -253,6 +258,10 @@ HELP: dict[str, str] = {
         "bytes of events waiting for the queue (256 B counted per event) before ingest sheds"
     ),
     "AFPIPE_PRODUCER_SENDERS": "concurrent SendMessageBatch calls",
+    "AFPIPE_PRODUCER_LINGER_MS": (
+        "longest a queue message waits for more events, only while events arrive closer"
+        " than this; 0: never"
+    ),
     "AFPIPE_ENQUEUE_TIMEOUT_S": "longest a request waits for the queue before 503",
     "AFPIPE_WORKERS": "processes sharing the port (SO_REUSEPORT), each a whole afpipe",
     "AFPIPE_POLLERS": "concurrent receive loops",

@@ -7,6 +7,15 @@ flight, new events accumulate for the next one, so the batch size follows the
 load with no added latency. SQS bounds a whole batch by the same size as one
 message, so a batch is in practice one message holding many events: the
 fewest calls per event.
+
+AppsFlyer posts one event per request, so a send in flight rarely finds
+company: nearly every event became its own message. So the sender *lingers*
+(Kafka's ``linger.ms``): after the first event of a message it waits up to
+``linger_s`` for more, or until a message's worth of bytes waits. Only when
+company is likely: when the latest event arrived within ``linger_s`` of the one
+before it. An idle service (events further apart) sends at once, adding no
+latency. One sender collects at a time, so concurrent senders do not split
+what waits between them; the others send what they collected meanwhile.
 A ticket completes only when every one of its events is on the queue.
 """
 
@@ -24,6 +33,9 @@ from afpipe.health import Health
 from afpipe.queue.base import EntriesFailed, Queue, group_by_size
 
 log = logging.getLogger("afpipe.producer")
+
+# The longest AFPIPE_PRODUCER_LINGER_MS allows: every acknowledgement may wait it.
+MAX_LINGER_S = 1.0
 
 # What an event costs in memory beyond its item bytes (the EncodedEvent, its id
 # string, the bytes object's header, its slot in the lists: about 200 B measured).
@@ -81,7 +93,10 @@ class Producer:
         senders: int,
         health: Health | None = None,
         max_pending_bytes: int = 32 * 1024 * 1024,
+        linger_s: float = 0.0,
     ) -> None:
+        if not 0 <= linger_s <= MAX_LINGER_S:
+            raise ValueError(f"linger_s must be within 0..{MAX_LINGER_S}")
         self.queue = queue
         self.health = health or Health(fail_after_s=math.inf)
         self.max_message_bytes = max_message_bytes
@@ -90,8 +105,14 @@ class Producer:
         # would be gigabytes. With it, what waits has a ceiling the settings state.
         self.max_pending_bytes = max_pending_bytes
         self.senders = senders
+        self.linger_s = linger_s
         self._pending_events = 0
         self._pending_bytes = 0
+        self._last_arrival = -math.inf  # trio clock, of the latest submit
+        self._latest_gap_s = math.inf  # between the latest submit and the one before
+        self._message_full = trio.Event()  # a message's worth of bytes waits (or closed)
+        self._closed = False
+        self._collecting = trio.Lock()  # one sender collects (and lingers) at a time
         # Requests are bounded by the event count below; a request holds >= 1 event.
         self._send, self._receive = trio.open_memory_channel[_Pending](max_pending_events)
 
@@ -120,11 +141,17 @@ class Producer:
             raise Overloaded("not accepting events (shutting down)") from exc
         self._pending_events += len(events)
         self._pending_bytes += cost_bytes
+        now = trio.current_time()
+        self._latest_gap_s, self._last_arrival = now - self._last_arrival, now
+        if self._pending_bytes >= self.max_message_bytes:
+            self._message_full.set()
         return ticket
 
     def close(self) -> None:
         """Accept nothing more; ``run`` returns once everything queued was sent."""
         self._send.close()
+        self._closed = True
+        self._message_full.set()  # a lingering sender sends at once
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery, self._receive:
@@ -136,15 +163,26 @@ class Producer:
         async with receive:
             carry: _Pending | None = None
             while True:
-                if carry is None:
-                    try:
-                        carry = await receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                group, carry = self._take(carry, receive)
-                self._pending_events -= len(group)
-                self._pending_bytes -= pending_cost_bytes([event for event, _ in group])
+                async with self._collecting:
+                    if carry is None:
+                        try:
+                            carry = await receive.receive()
+                        except trio.EndOfChannel:
+                            return
+                        await self._linger()
+                    group, carry = self._take(carry, receive)
+                    self._pending_events -= len(group)
+                    self._pending_bytes -= pending_cost_bytes([event for event, _ in group])
+                    if self._pending_bytes < self.max_message_bytes and not self._closed:
+                        self._message_full = trio.Event()
                 await self._send_group(group)
+
+    async def _linger(self) -> None:
+        """Wait up to ``linger_s`` for company, if company is likely (see above)."""
+        if self.linger_s <= 0 or self._latest_gap_s > self.linger_s:
+            return
+        with trio.move_on_after(self.linger_s):
+            await self._message_full.wait()
 
     def _take(
         self, first: _Pending, receive: trio.MemoryReceiveChannel[_Pending]

@@ -1,6 +1,6 @@
 """End to end: webhook → SQS (bench.fast_sqs) → Redshift Data API emulator(s).
 
-    .venv/bin/python -m bench.e2e [--seconds 30] [--rate 1000] [--batch 10]
+    .venv/bin/python -m bench.e2e [--seconds 30] [--rate 1000] [--batch 1]
                                   [--cases inline,inline+secondary,staged,staged+secondary]
                                   [--no-doc] [--env NAME=VALUE ...]
 
@@ -205,6 +205,8 @@ class E2eResult:
     statuses: dict[str, int]
     cpu_pct: float
     peak_rss_mb: float
+    ack_p50_ms: float
+    ack_p99_ms: float
 
 
 def run_case(
@@ -276,6 +278,8 @@ def run_case(
         statuses=dict(gen["statuses"]),
         cpu_pct=100 * cpu / wall,
         peak_rss_mb=peak_rss_mb,
+        ack_p50_ms=float(gen["p50_ms"]),
+        ack_p99_ms=float(gen["p99_ms"]),
     )
 
 
@@ -291,7 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered events/s")
-    parser.add_argument("--batch", type=int, default=10, help="events per request")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="events per request (AppsFlyer posts one)"
+    )
     parser.add_argument("--drain-s", type=float, default=60.0)
     parser.add_argument("--cases", default=",".join(CASES), help=f"of: {', '.join(CASES)}")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not append")
@@ -319,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             r.name, f"{r.offered:,.0f}", f"{r.ingest_eps:,.0f}", f"{r.e2e_eps:,.0f}",
             f"{100 * r.e2e_eps / r.ingest_eps:.0f}%" if r.ingest_eps else "-",
+            f"{r.ack_p50_ms:.0f} / {r.ack_p99_ms:.0f}",
             f"{r.lag_p50_s:.2f}", f"{r.lag_p99_s:.2f}", r.missing,
             f"{sum(r.calls_per_1k.values()):.0f}",
             " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items())),
@@ -327,8 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in results
     ]  # fmt: skip
     headers = ["case", "offered ev/s", "acked ev/s", "committed ev/s", "e2e/ingest",
-               "lag p50 s", "lag p99 s", "acked not in table", "AWS calls/1k ev",
-               "HTTP statuses", "afpipe CPU", "peak RSS MB"]  # fmt: skip
+               "ack p50 / p99 ms", "lag p50 s", "lag p99 s", "acked not in table",
+               "AWS calls/1k ev", "HTTP statuses", "afpipe CPU", "peak RSS MB"]  # fmt: skip
     ops = sorted({op for r in results for op in r.calls_per_1k})
     by_op = table(
         ["AWS calls per 1,000 events", *[r.name for r in results]],
@@ -336,8 +343,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     overrides = "".join(f", {k}={v}" for k, v in extra.items())
     note = (
-        f"{args.seconds:g} s at {args.rate:g} events/s offered, {args.batch} events per request "
-        "(JSON array), 64 connections; fast_sqs as SQS; Redshift Data API emulator(s) with "
+        f"{args.seconds:g} s at {args.rate:g} events/s offered, "
+        + (
+            "one event per request (a JSON object, as AppsFlyer posts)"
+            if args.batch == 1
+            else f"{args.batch} events per request (JSON array)"
+        )
+        + ", 64 connections; fast_sqs as SQS; Redshift Data API emulator(s) with "
         f"{STATEMENT_LATENCY_S * 1000:.0f} ms per statement and default quotas; afpipe defaults "
         f"otherwise{overrides}. Lag = first time the id is seen in the primary table (polled every "
         f"{ROW_POLL_S * 1000:.0f} ms) minus when its request was sent. Targets: e2e ≥ 90% of "
