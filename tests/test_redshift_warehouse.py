@@ -121,7 +121,7 @@ async def fake_api() -> AsyncIterator[tuple[FakeDataApi, RedshiftData]]:
         yield api, RedshiftData(aws, FAKE_SERVICE, TARGET, statement_timeout_s=20, max_polls=30)
 
 
-async def test_polls_with_doubling_backoff_capped_at_a_quarter_second(
+async def test_a_service_that_does_not_hold_describes_is_polled_with_capped_backoff(
     autojump_clock: trio.testing.MockClock, fake_api: tuple[FakeDataApi, RedshiftData]
 ) -> None:
     api, data = fake_api
@@ -132,7 +132,8 @@ async def test_polls_with_doubling_backoff_capped_at_a_quarter_second(
     assert (result.status, result.result_rows) == ("FINISHED", 3)
     times = [at for at, operation, _ in api.calls if operation == "DescribeStatement"]
     gaps = [round(b - a, 6) for a, b in zip([api.calls[0][0], *times], times, strict=False)]
-    assert gaps == [0.05, 0.1, 0.2, 0.25, 0.25, 0.25, 0.25, 0.25]
+    # The first describe at once (long polling would hold it: test_redshift_long_poll)
+    assert gaps == [0.0, 0.05, 0.1, 0.2, 0.25, 0.25, 0.25, 0.25]
 
 
 async def test_request_carries_the_target_and_a_client_token_kept_across_retries(
@@ -182,7 +183,7 @@ async def test_max_polls_bound_the_wait(
     with trio.fail_after(60), pytest.raises(TransientError, match="4 s of polling") as caught:
         await data.run("SELECT 1")
     assert caught.value.code == TIMED_OUT
-    # 0.05 + 0.1 + 0.2, then every 0.25 s until 4 s have passed: 3 + 15 polls
+    # at once, after 0.05, 0.1, 0.2, then every 0.25 s until 4 s have passed: 4 + 14 polls
     assert api.operations.count("DescribeStatement") == 18
     assert trio.current_time() - api.calls[0][0] == pytest.approx(4.1, abs=0.01)
     assert api.operations[-1] == "CancelStatement"

@@ -2,9 +2,16 @@
 
 The Data API is asynchronous: ExecuteStatement / BatchExecuteStatement return
 an Id, DescribeStatement tells when it ended. ``RedshiftData.run`` submits and
-waits, polling with backoff, bounded by the statement timeout and by a number
-of polls; a statement that outlives them, or whose caller is cancelled (drain),
-is cancelled with CancelStatement. A FAILED statement is classified once, here:
+waits with DescribeStatement's long polling (``WaitTimeSeconds``: the service
+holds the answer until the statement ends or the wait elapses), so a statement
+that ends within the wait costs its submit and one DescribeStatement. The wait
+is on DescribeStatement, not on the submit (which accepts it too), because the
+submit's answer has neither a failure's Error nor a batch's SubStatements, and
+because a drain cancelling a held submit would not know the Id to cancel. A
+service that answers at once is polled with backoff, as before long polling.
+Both are bounded by the statement timeout and by REDSHIFT_MAX_RETRIES seconds
+of waiting; a statement that outlives them, or whose caller is cancelled
+(drain), is cancelled with CancelStatement. A FAILED statement is classified once, here:
 ``StatementDataError`` (a PermanentError: the rows are wrong, bisect them),
 ``ConfigError`` (the database user lacks a privilege: exit 2), a known
 ``TransientError`` (conflicts, aborts, missing relations), or an
@@ -37,6 +44,10 @@ MAX_POLL_S = 0.25
 # REDSHIFT_MAX_RETRIES counts polls of the old service's one-second cadence: it bounds
 # the polling of one statement to that many seconds, however often afpipe polls.
 POLL_UNIT_S = 1.0
+# DescribeStatement's WaitTimeSeconds: the model allows 1..30 s, and the HTTP read
+# timeout (afpipe.aws.client, 35 s) must stay above it. Capped by what is left of
+# the statement's budget.
+LONG_POLL_S = 20
 CANCEL_TIMEOUT_S = 5.0  # a cancel on drain or timeout must not hold shutdown for long
 
 # TransientError.code values set here
@@ -250,19 +261,30 @@ class RedshiftData:
         return result
 
     async def _poll(self, statement_id: str) -> StatementResult | None:
-        delay_s, waited_s = FIRST_POLL_S, 0.0
-        while waited_s < self.max_polls * POLL_UNIT_S:
-            await trio.sleep(delay_s)
-            waited_s += delay_s
-            result = await self.describe(statement_id)
+        """Long-poll DescribeStatement until the statement ends; None when it
+        outlives REDSHIFT_MAX_RETRIES seconds of waiting."""
+        delay_s, budget_s = FIRST_POLL_S, self.max_polls * POLL_UNIT_S
+        started = trio.current_time()
+        while (spent_s := trio.current_time() - started) < budget_s:
+            wait_s = min(LONG_POLL_S, int(budget_s - spent_s))
+            asked = trio.current_time()
+            result = await self.describe(statement_id, wait_s=wait_s)
             if result.status in _TERMINAL:
                 return result
-            delay_s = min(2 * delay_s, MAX_POLL_S)
+            # Not held (a service without long polling, or no whole second left): back off.
+            if trio.current_time() - asked < max(wait_s / 2, delay_s):
+                await trio.sleep(delay_s)
+                delay_s = min(2 * delay_s, MAX_POLL_S)
         return None
 
-    async def describe(self, statement_id: str) -> StatementResult:
+    async def describe(self, statement_id: str, *, wait_s: int = 0) -> StatementResult:
+        """The statement's state; with ``wait_s`` (1..30), once it ended or after
+        that long, whichever comes first."""
+        payload: dict[str, Any] = {"Id": statement_id}
+        if wait_s >= 1:
+            payload["WaitTimeSeconds"] = wait_s
         try:
-            answer = await self.aws.call(self.service, "DescribeStatement", {"Id": statement_id})
+            answer = await self.aws.call(self.service, "DescribeStatement", payload)
         except PermanentError as exc:
             if exc.code != "ResourceNotFoundException":
                 raise
