@@ -122,6 +122,14 @@ async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str
                 f"table {table} has columns {columns}, expected {EXPECTED_COLUMNS}"
             )
         await _check_isolation(warehouse)
+        _report_batch_limit(warehouse)
+
+
+def _report_batch_limit(warehouse: RedshiftWarehouse) -> None:
+    """Which 100 KB limit BatchExecuteStatement has, as far as this process knows. No
+    probe: telling them apart takes a call of more than 100 KB, which the first
+    large load makes anyway (and learns from, falling back if refused)."""
+    print(f"  batch limit: {warehouse.describe_batch_limit()}")
 
 
 async def _check_isolation(warehouse: RedshiftWarehouse) -> None:

@@ -27,7 +27,7 @@ from afpipe.aws.s3_api import S3Endpoint
 from afpipe.aws.service import redshift_data_service
 from afpipe.errors import TransientError
 from afpipe.event import Event, from_payload
-from afpipe.warehouse import redshift_copy
+from afpipe.warehouse import redshift_copy, redshift_sql
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift_copy import Staging
 from afpipe.warehouse.s3_staging import Stager
@@ -141,8 +141,11 @@ def warehouse(
 ) -> RedshiftWarehouse:
     staging = Staging(bucket=bucket, prefix="loads/", iam_role=ROLE, region=MOTO_REGION)
     stager = Stager(S3Client(aws, endpoint), staging) if staged else None
+    # The fake takes calls of any size: fix the total limit (100 KB a call) rather than
+    # learn it (test_redshift_batch_limits), so what goes inline is as the tests say.
+    limits = redshift_sql.TOTAL_LIMITS
     return RedshiftWarehouse(
-        aws, DATA_API, TARGET, "appsflyer_events", max_polls=100, stager=stager
+        aws, DATA_API, TARGET, "appsflyer_events", max_polls=100, stager=stager, limits=limits
     )
 
 

@@ -17,6 +17,15 @@ With a ``Stager`` (S3 staging on), rows that do not fit in one inline
 transaction are loaded as one COPY transaction from S3 instead
 (``redshift_copy``); each attempt of the bisection chooses again, so halves
 that fit inline fail, if at all, with Redshift's own reason for the row.
+
+AWS documents the Data API's 100 KB limit per SQL text, not whether the texts
+of one BatchExecuteStatement also count together. A warehouse starts with the
+per-text reading (up to 40 texts of 100 KB a call, so ~37 x 80 events a
+transaction) and learns which applies from the first call over 100 KB in all:
+taken, per-text is confirmed (info); refused with the size ValidationException,
+the total limit applies (warning) and the refused call's rows are re-planned
+at once, never bisected nor dead-lettered. What is learnt lasts as long as the
+warehouse object (``batch_limit``); ``afpipe check`` reports it.
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ logger = logging.getLogger("afpipe.redshift")
 
 DEFAULT_DEDUP_WINDOW_S = 24 * 60 * 60.0
 DEFAULT_MAX_UNCLASSIFIED_FAILURES = 5
+# RedshiftWarehouse.batch_limit once the Data API's answers told which applies:
+PER_TEXT = "per_text"  # 100 KB for each SQL text, up to 40 texts a call
+TOTAL = "total"  # 100 KB for all the SQL texts of a call together
 _MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
 
 
@@ -63,7 +75,8 @@ class RedshiftWarehouse:
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
     range the dedup looks at (``redshift_sql.insert_new_sql``); ``stager``
-    turns on COPY from S3 for what does not fit one inline transaction.
+    turns on COPY from S3 for what does not fit one inline transaction;
+    ``limits`` fixes the Data API's limits instead of learning its batch limit.
     """
 
     def __init__(
@@ -77,7 +90,7 @@ class RedshiftWarehouse:
         statement_timeout_s: float = 60.0,
         max_polls: int = 30,
         dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
-        limits: sql.SqlLimits = sql.DATA_API_LIMITS,
+        limits: sql.SqlLimits | None = None,
         stager: Stager | None = None,
         max_unclassified_failures: int = DEFAULT_MAX_UNCLASSIFIED_FAILURES,
     ) -> None:
@@ -89,7 +102,14 @@ class RedshiftWarehouse:
             aws, service, target, statement_timeout_s=statement_timeout_s, max_polls=max_polls
         )
         self.dedup_window_s = dedup_window_s
-        self.limits = limits
+        # Without given limits, the batch limit is learnt from the Data API's answers:
+        # optimistic until a call over 100 KB in all is refused (module docstring).
+        self.detects_batch_limit = limits is None
+        self.limits = limits or sql.PER_TEXT_LIMITS  # what loads are planned with now
+        self.batch_limit: str | None = None  # PER_TEXT or TOTAL once learnt
+        # Which rows can never load inline must not change with what is learnt: a row
+        # that fits under the total limit fits under either.
+        self._row_limits = limits or sql.TOTAL_LIMITS
         self.stager = stager
         # A statement failing with a text afpipe does not know is retried this many
         # times (identical texts, across attempts), then treated as the rows' fault.
@@ -171,7 +191,7 @@ class RedshiftWarehouse:
         for event in events:
             row = to_row(event)
             if self.stager is None:
-                reason = sql.unstorable_reason(row, self.table, self.limits)
+                reason = sql.unstorable_reason(row, self.table, self._row_limits)
             else:
                 reason = copy.unstorable_reason(row)
             if reason is not None:
@@ -211,20 +231,98 @@ class RedshiftWarehouse:
             self._unclassified[detail] = seen
         return seen
 
+    def describe_batch_limit(self) -> str:
+        """Which batch limit loads are planned with, and how afpipe knows (``afpipe check``)."""
+        if not self.detects_batch_limit:
+            return (
+                f"configured: {self.limits.max_sql_bytes} bytes per SQL text,"
+                f" {self.limits.max_batch_sql_bytes} per call"
+            )
+        if self.batch_limit == PER_TEXT:
+            return "100 KB per SQL text, up to 40 texts a call (the Data API took a larger call)"
+        if self.batch_limit == TOTAL:
+            return "100 KB for all the SQL texts of a call together (the Data API refused more)"
+        return (
+            "not known yet: detected at the first load of more than 100 KB of SQL (afpipe"
+            " tries 100 KB per SQL text, up to 40 a call, and falls back to 100 KB a call"
+            " if the Data API refuses it)"
+        )
+
     async def _load(self, rows: list[Row]) -> int:
         """One transaction: inline if the rows fit one, else COPY from S3; without
-        staging, as many inline transactions as needed (normally one)."""
+        staging, as many inline transactions as needed (normally one). Planned again
+        when the Data API refused a call for the total size of its texts."""
+        inserted, todo = 0, rows
+        while todo:  # at most twice: a refusal leaves the total limit in force
+            done, todo = await self._load_planned(todo)
+            inserted += done
+        return inserted
+
+    async def _load_planned(self, rows: list[Row]) -> tuple[int, list[Row]]:
+        """Load ``rows`` as the limits in force plan them: (rows inserted, rows to
+        plan again), the latter those of a call refused for its total size and of
+        the calls after it."""
         if self.stager is None:
             plan = sql.load_transactions(rows, self.table, self.dedup_window_s, self.limits)
         else:
-            txn = copy.inline_transaction(rows, self.table, self.dedup_window_s, self.limits)
+            # With staging, inline only what one INSERT text carries: several 100 KB
+            # texts cost a statement each, one COPY the same as one text (so the batch
+            # limit never matters here).
+            txn = copy.inline_transaction(rows, self.table, self.dedup_window_s, sql.TOTAL_LIMITS)
             if txn is None:
-                return _inserted_rows(await self._load_staged(self.stager, rows))
+                return _inserted_rows(await self._load_staged(self.stager, rows)), []
             plan = [txn]
         inserted = 0
-        for txn in plan:
-            inserted += _inserted_rows(await self._run_retrying_conflicts(txn.sqls))
-        return inserted
+        for index, txn in enumerate(plan):
+            result = await self._run_inline(txn.sqls)
+            if result is None:
+                return inserted, [row for later in plan[index:] for row in later.rows]
+            inserted += _inserted_rows(result)
+        return inserted, []
+
+    async def _run_inline(self, sqls: list[str]) -> StatementResult | None:
+        """One inline transaction; None when the Data API refused it for the total
+        size of its texts. Such a call never ran (the refusal comes before any
+        statement starts), so planning its rows again under the total limit is
+        safe: nothing of it committed, and each new transaction begins with LOCK,
+        so exactly once holds as for any load."""
+        try:
+            result = await self._run_retrying_conflicts(sqls)
+        except PermanentError as exc:
+            if not (self.detects_batch_limit and sql.refused_for_total_size(sqls, exc)):
+                raise  # another refusal: not the batch limit's doing, nothing learnt
+            self._learn_total(sqls, exc)
+            return None
+        self._learn_per_text(sqls)
+        return result
+
+    def _learn_total(self, sqls: list[str], exc: PermanentError) -> None:
+        if self.batch_limit != TOTAL:
+            logger.warning(
+                "%s: batch limit: 100 KB for all the SQL texts of a call together: the Data"
+                " API refused a BatchExecuteStatement of %d bytes in %d texts of at most"
+                " 100 KB each (%s); loading at most 100 KB a call from now on",
+                self.name,
+                _sql_bytes(sqls),
+                len(sqls),
+                exc,
+            )
+        self.batch_limit, self.limits = TOTAL, sql.TOTAL_LIMITS
+
+    def _learn_per_text(self, sqls: list[str]) -> None:
+        """A call over 100 KB in all was taken: the limit is on each text."""
+        if self.batch_limit is not None or not self.detects_batch_limit:
+            return
+        if _sql_bytes(sqls) <= sql.TOTAL_LIMITS.max_batch_sql_bytes:
+            return
+        self.batch_limit = PER_TEXT
+        logger.info(
+            "%s: batch limit: 100 KB per SQL text, up to 40 texts a call: the Data API took"
+            " a BatchExecuteStatement of %d bytes in %d texts",
+            self.name,
+            _sql_bytes(sqls),
+            len(sqls),
+        )
 
     async def _load_staged(self, stager: Stager, rows: list[Row]) -> StatementResult:
         async with stager.staged(rows) as key:
@@ -264,6 +362,10 @@ def _inserted_rows(result: StatementResult) -> int:
     if not result.sub_statements:
         return 0
     return max(0, result.sub_statements[-1].result_rows)
+
+
+def _sql_bytes(sqls: list[str]) -> int:
+    return sum(len(text.encode()) for text in sqls)
 
 
 def _twins_of(rejected: list[Rejected], twins: list[Event]) -> list[Rejected]:

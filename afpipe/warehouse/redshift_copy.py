@@ -1,7 +1,10 @@
 """Loads staged in S3 and COPYed: the object, its key, the transaction; pure, no I/O.
 
-Inline SQL carries at most ~100 KB per transaction (``redshift_sql``). With
-staging on, rows that do not fit in ONE inline transaction, or a row too large
+Inline SQL carries at most what the Data API's limits in force allow per
+transaction: 100 KB, or 40 texts of 100 KB where the Data API takes them
+(``redshift_sql.SqlLimits``; the warehouse learns which). Each text is a
+statement of its own, and one COPY costs what one text does, so with staging
+on, rows that do not fit in ONE inline transaction of 100 KB, or a row too large
 for inline SQL, are loaded as one transaction from one S3 object instead:
 
     LOCK <schema>.afpipe_load_lock                            -- as inline

@@ -4,8 +4,9 @@ It speaks the real wire protocol (AWS JSON 1.1, SigV4 checked), runs statements
 asynchronously on worker threads with configurable latency, and executes the SQL
 on DuckDB translated from the Redshift dialect with the behaviour that matters to
 a loader: primary keys not enforced, VARCHAR lengths in bytes, backslash escapes
-in string literals, SUPER/JSON_PARSE, the 100 KB SQL limit, parameter rules,
-atomic batches, throttling and injected faults. COPY loads gzip'd JSON from S3
+in string literals, SUPER/JSON_PARSE, the 100 KB SQL limit (on all the texts of a
+batch together, or on each: `Settings.batch_limit`, `--batch-limit`), parameter
+rules, atomic batches, throttling and injected faults. COPY loads gzip'd JSON from S3
 (`Settings.s3_endpoint_url`, moto in the tests; see redshift/copy_sql.py for the
 options it takes).
 
@@ -51,6 +52,7 @@ from tests.emulators.redshift.runner import Runner
 from tests.emulators.redshift.s3 import S3Reader
 from tests.emulators.redshift.sessions import MAX_SESSIONS, SessionStore
 from tests.emulators.redshift.settings import (
+    BATCH_LIMITS,
     ISOLATION_LEVELS,
     TEST_ACCESS_KEY,
     TEST_CLUSTER,
@@ -279,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--s3-endpoint-url", default=None, help="where COPY reads S3 objects")
     parser.add_argument("--quotas", action="store_true", help="enforce the default rate limits")
     parser.add_argument("--isolation", choices=sorted(ISOLATION_LEVELS), default="snapshot")
+    parser.add_argument(
+        "--batch-limit",
+        choices=BATCH_LIMITS,
+        default="total",
+        help="100 KB for all the SQL texts of a batch together, or for each",
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         access_key=args.access_key,
@@ -286,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         database_path=args.database_path,
         s3_endpoint_url=args.s3_endpoint_url,
         isolation=args.isolation,
+        batch_limit=args.batch_limit,
     )
     stop = threading.Event()
 

@@ -69,11 +69,13 @@ def _check_exists(name: str | None, known: frozenset[str] | None) -> None:
 
 
 def check_sql_sizes(sqls: list[str], settings: Settings) -> None:
+    """The 100 KB limit: on each text, and with ``batch_limit`` "total" on all the
+    texts of a call together. The service answers both with the same text."""
     sizes = [len(sql.encode()) for sql in sqls]
-    batch_limit = settings.max_batch_sql_bytes
-    if any(size > settings.max_sql_bytes for size in sizes) or (
-        batch_limit is not None and sum(sizes) > batch_limit
-    ):
+    too_large = any(size > settings.max_sql_bytes for size in sizes)
+    if settings.batch_limit == "total" and sum(sizes) > settings.max_sql_bytes:
+        too_large = True
+    if too_large:
         raise validation_error("Cannot process query string larger than 100kB")
 
 

@@ -15,6 +15,9 @@ TEST_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:afpipe-t
 
 # Settings.isolation -> the level's name in STV_DB_ISOLATION_LEVEL.
 ISOLATION_LEVELS = {"snapshot": "Snapshot Isolation", "serializable": "Serializable"}
+# Settings.batch_limit: how the 100 KB limit applies to the texts of one
+# BatchExecuteStatement. AWS documents it per text, not whether they also count together.
+BATCH_LIMITS = ("total", "per_text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,10 @@ class Settings:
     workgroups: frozenset[str] | None = None
     databases: frozenset[str] | None = None
     max_sql_bytes: int = 100_000  # the Data API's limit on one SQL text
-    max_batch_sql_bytes: int | None = 100_000  # on all the SQL texts of one batch
+    # "total": all the texts of one batch together within max_sql_bytes (what the
+    # emulator always did); "per_text": each text within it, up to 40 texts (the
+    # model's limit). Either way a call too large answers the same ValidationException.
+    batch_limit: str = "total"
     result_page_rows: int = 1_000  # GetStatementResult page size (then NextToken)
     wlm_slots: int = 8  # statements running at once; the rest wait as PICKED
     max_retained_statements: int = 100_000
@@ -49,4 +55,8 @@ class Settings:
         if self.isolation not in ISOLATION_LEVELS:
             raise ValueError(
                 f"isolation must be one of {sorted(ISOLATION_LEVELS)}, not {self.isolation!r}"
+            )
+        if self.batch_limit not in BATCH_LIMITS:
+            raise ValueError(
+                f"batch_limit must be one of {list(BATCH_LIMITS)}, not {self.batch_limit!r}"
             )

@@ -1,0 +1,311 @@
+"""Several 100 KB SQL texts per BatchExecuteStatement when the Data API allows it (#13).
+
+AWS documents 100 KB per SQL text, not whether the texts of one call count
+together. The packing under either limit is pure (``redshift_sql``); the
+warehouse starts with the per-text limit, falls back to the total one when the
+Data API refuses a call of more than 100 KB for its size, and remembers it.
+Against the emulator in both of its modes (``Settings.batch_limit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from afpipe import admin
+from afpipe.aws import AwsClient
+from afpipe.aws.s3 import S3Client
+from afpipe.aws.s3_api import S3Endpoint
+from afpipe.errors import PermanentError, TransientError
+from afpipe.event import Event, Row, to_row
+from afpipe.warehouse import redshift_copy as copy
+from afpipe.warehouse import redshift_sql as sql
+from afpipe.warehouse.redshift import PER_TEXT, TOTAL, RedshiftWarehouse
+from afpipe.warehouse.redshift_copy import Staging
+from afpipe.warehouse.s3_staging import Stager
+from tests.emulators.redshift_data import RedshiftDataEmulator
+from tests.fixtures.moto import MOTO_REGION
+from tests.fixtures.redshift import EMULATOR_SETTINGS, settings_with_s3, start_emulator
+from tests.test_redshift_warehouse import counts, event, warehouse_on
+
+TABLE = sql.table_name("appsflyer_events")
+ROLE = "arn:aws:iam::123456789012:role/redshift-copy"
+SIZE_REFUSAL = "redshift-data BatchExecuteStatement: ValidationException (HTTP 400): " + (
+    "Cannot process query string larger than 100kB"
+)
+
+
+def big_event(n: int) -> Event:
+    """About 1.3 KB of SQL once a VALUES tuple: 800 of them are ~1 MB."""
+    return event(n, blob="x" * 1100)
+
+
+def megabyte(start: int = 0) -> list[Event]:
+    return [big_event(n) for n in range(start, start + 800)]
+
+
+def rows_of(events: list[Event]) -> list[Row]:
+    return [to_row(e) for e in events]
+
+
+def sql_bytes(txn: sql.LoadTransaction) -> int:
+    return sum(len(text.encode()) for text in txn.sqls)
+
+
+# --- the packing under either limit ----------------------------------------------------------
+
+
+def test_per_text_limits_allow_40_texts_of_100_kb() -> None:
+    assert sql.PER_TEXT_LIMITS.max_sql_bytes == sql.TOTAL_LIMITS.max_sql_bytes == 100_000
+    assert sql.PER_TEXT_LIMITS.max_statements == 40  # SqlList's max in the service model
+    assert sql.PER_TEXT_LIMITS.max_batch_sql_bytes == 40 * 100_000
+    assert sql.TOTAL_LIMITS.max_batch_sql_bytes == 100_000
+    assert sql.DATA_API_LIMITS == sql.TOTAL_LIMITS  # the pure functions' default: safe
+
+
+def test_per_text_limits_make_one_transaction_of_several_full_inserts() -> None:
+    rows = rows_of(megabyte())
+    [txn] = sql.load_transactions(rows, TABLE, 60.0, sql.PER_TEXT_LIMITS)
+    inserts = txn.sqls[2:-1]
+    assert txn.rows == rows
+    assert txn.sqls[0].startswith("LOCK ")  # exactly once: each transaction locks first
+    assert 10 <= len(inserts) <= 12
+    assert all(90_000 < len(text.encode()) <= 100_000 for text in inserts[:-1])
+    assert sql_bytes(txn) > 1_000_000
+
+
+def test_total_limits_make_several_transactions_of_at_most_100_kb() -> None:
+    rows = rows_of(megabyte())
+    plan = sql.load_transactions(rows, TABLE, 60.0, sql.TOTAL_LIMITS)
+    assert len(plan) >= 11
+    assert [row for txn in plan for row in txn.rows] == rows
+    assert all(sql_bytes(txn) <= 100_000 and txn.sqls[0].startswith("LOCK ") for txn in plan)
+
+
+def test_the_staging_decision_follows_the_limit() -> None:
+    rows = rows_of(megabyte())
+    assert copy.inline_transaction(rows, TABLE, 60.0, sql.PER_TEXT_LIMITS) is not None
+    assert copy.inline_transaction(rows, TABLE, 60.0, sql.TOTAL_LIMITS) is None
+    assert copy.inline_transaction(rows[:50], TABLE, 60.0, sql.TOTAL_LIMITS) is not None
+
+
+def test_only_a_size_refusal_of_a_call_over_100_kb_in_all_teaches_the_limit() -> None:
+    [txn] = sql.load_transactions(rows_of(megabyte()), TABLE, 60.0, sql.PER_TEXT_LIMITS)
+    [small] = sql.load_transactions(rows_of(megabyte()[:10]), TABLE, 60.0, sql.PER_TEXT_LIMITS)
+    size = PermanentError(SIZE_REFUSAL, code="ValidationException")
+    other = PermanentError("... Redshift endpoint doesn't exist", code="ValidationException")
+    throttled = TransientError(SIZE_REFUSAL, code="ThrottlingException")
+    assert sql.refused_for_total_size(txn.sqls, size)
+    assert not sql.refused_for_total_size(small.sqls, size)  # within 100 KB in all
+    assert not sql.refused_for_total_size(["SELECT '" + "x" * 100_001 + "'"], size)  # one text
+    assert not sql.refused_for_total_size(txn.sqls, other)
+    assert not sql.refused_for_total_size(txn.sqls, throttled)
+    # A size refusal from in front of the Data API: retrying the same call cannot help.
+    too_large = PermanentError("HTTP 413: Request Entity Too Large", code="HTTP413")
+    assert sql.refused_for_total_size(txn.sqls, too_large)
+
+
+# --- the warehouse against the emulator, both modes ------------------------------------------
+
+
+def emulator_with(batch_limit: str, moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
+    settings = dataclasses.replace(settings_with_s3(moto_endpoint), batch_limit=batch_limit)
+    emu = start_emulator(settings)
+    try:
+        yield emu
+    finally:
+        emu.close()
+    assert not emu.crashes, f"emulator crashed: {emu.crashes!r}"
+
+
+@pytest.fixture
+def per_text_emulator(moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
+    yield from emulator_with("per_text", moto_endpoint)
+
+
+@pytest.fixture
+def total_emulator(moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
+    yield from emulator_with("total", moto_endpoint)
+
+
+async def ready(emu: RedshiftDataEmulator, aws: AwsClient, **options: Any) -> RedshiftWarehouse:
+    warehouse = warehouse_on(emu, aws, **options)
+    await warehouse.ensure_table()
+    emu.reset_counters()
+    return warehouse
+
+
+def limit_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "afpipe.redshift" and r.levelno == level and "batch limit" in r.getMessage()
+    ]
+
+
+async def test_per_text_mode_loads_a_megabyte_as_one_transaction(
+    per_text_emulator: RedshiftDataEmulator,
+    aws_client: AwsClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="afpipe.redshift")
+    with trio.fail_after(60):
+        warehouse = await ready(per_text_emulator, aws_client)
+        assert warehouse.batch_limit is None  # not known before the first large call
+        first = await warehouse.load(megabyte())
+        second = await warehouse.load(megabyte(800))
+    assert (first.loaded, second.loaded) == (800, 800)
+    assert per_text_emulator.calls["BatchExecuteStatement"] == 2
+    assert not per_text_emulator.errors
+    assert counts(per_text_emulator) == (1600, 1600)
+    assert warehouse.batch_limit == PER_TEXT
+    [confirmed] = limit_records(caplog, logging.INFO)  # once, at the first large call
+    assert "per SQL text" in confirmed
+    assert not limit_records(caplog, logging.WARNING)
+
+
+async def test_total_mode_falls_back_once_and_remembers(
+    redshift_emulator: RedshiftDataEmulator,  # the emulator's default mode: "total"
+    aws_client: AwsClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="afpipe.redshift")
+    conservative = sql.load_transactions(rows_of(megabyte()), TABLE, 60.0, sql.TOTAL_LIMITS)
+    with trio.fail_after(90):
+        warehouse = await ready(redshift_emulator, aws_client)
+        first = await warehouse.load(megabyte())
+        after_first = redshift_emulator.calls["BatchExecuteStatement"]
+        second = await warehouse.load(megabyte(800))
+        again = await warehouse.load(megabyte())  # all known: nothing new
+    assert (first.loaded, first.rejected, second.loaded, again.loaded) == (800, [], 800, 0)
+    assert counts(redshift_emulator) == (1600, 1600)  # every event once, none dead-lettered
+    # exactly one refused call, then the conservative plan, for this load and the next
+    assert redshift_emulator.errors == {"ValidationException": 1}
+    assert after_first == 1 + len(conservative)
+    calls = redshift_emulator.calls["BatchExecuteStatement"]
+    assert calls == after_first + 2 * len(conservative)
+    assert warehouse.batch_limit == TOTAL
+    assert warehouse.limits == sql.TOTAL_LIMITS
+    [warning] = limit_records(caplog, logging.WARNING)
+    assert "all the SQL texts of a call together" in warning
+    assert not limit_records(caplog, logging.INFO)
+
+
+async def test_a_small_load_leaves_the_limit_unknown(
+    redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
+) -> None:
+    with trio.fail_after(30):
+        warehouse = await ready(redshift_emulator, aws_client)
+        result = await warehouse.load(megabyte()[:20])
+    assert result.loaded == 20
+    assert redshift_emulator.calls["BatchExecuteStatement"] == 1
+    assert warehouse.batch_limit is None
+    assert warehouse.limits == sql.PER_TEXT_LIMITS
+
+
+async def test_a_refusal_for_another_reason_does_not_change_the_limit(
+    moto_endpoint: str, aws_client: AwsClient
+) -> None:
+    settings = dataclasses.replace(
+        EMULATOR_SETTINGS, batch_limit="per_text", clusters=frozenset({"another-cluster"})
+    )
+    emu = start_emulator(settings)
+    try:
+        warehouse = warehouse_on(emu, aws_client)
+        with trio.fail_after(30), pytest.raises(TransientError) as refused:
+            await warehouse.load(megabyte())
+    finally:
+        emu.close()
+    assert refused.value.code == "ValidationException"
+    assert "endpoint doesn't exist" in str(refused.value)
+    assert emu.calls["BatchExecuteStatement"] == 1  # neither retried nor re-planned
+    assert warehouse.batch_limit is None
+    assert warehouse.limits == sql.PER_TEXT_LIMITS
+
+
+async def test_configured_limits_are_not_detected(
+    redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
+) -> None:
+    with trio.fail_after(30):
+        warehouse = await ready(redshift_emulator, aws_client, limits=sql.PER_TEXT_LIMITS)
+        with pytest.raises(TransientError):
+            await warehouse.load(megabyte()[:200])
+    assert redshift_emulator.calls["BatchExecuteStatement"] == 1
+    assert warehouse.limits == sql.PER_TEXT_LIMITS
+    assert counts(redshift_emulator) == (0, 0)
+
+
+@pytest.mark.parametrize("mode", ["total", "per_text"])
+async def test_with_staging_more_than_one_text_goes_through_copy_in_either_mode(
+    redshift_emulator: RedshiftDataEmulator,
+    per_text_emulator: RedshiftDataEmulator,
+    aws_client: AwsClient,
+    moto_s3_endpoint: S3Endpoint,
+    s3_bucket: str,
+    mode: str,
+) -> None:
+    """Several 100 KB INSERT texts cost a statement each; one COPY costs as much as one
+    text: with staging, the batch limit never matters (nothing to learn, nothing refused)."""
+    emu = redshift_emulator if mode == "total" else per_text_emulator
+    staging = Staging(bucket=s3_bucket, prefix="loads/", iam_role=ROLE, region=MOTO_REGION)
+    stager = Stager(S3Client(aws_client, moto_s3_endpoint), staging)
+    with trio.fail_after(60):
+        warehouse = await ready(emu, aws_client, stager=stager)
+        first = await warehouse.load(megabyte())
+        second = await warehouse.load(megabyte(800))
+    assert (first.loaded, second.loaded) == (800, 800)
+    assert counts(emu) == (1600, 1600)
+    assert emu.errors == {}
+    assert emu.calls["BatchExecuteStatement"] == 2  # one COPY transaction per load
+    assert warehouse.batch_limit is None
+
+
+async def test_check_reports_the_batch_limit(
+    redshift_emulator: RedshiftDataEmulator,
+    aws_client: AwsClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with trio.fail_after(60):
+        warehouse = await ready(redshift_emulator, aws_client)
+        admin._report_batch_limit(warehouse)
+        await warehouse.load(megabyte())
+        admin._report_batch_limit(warehouse)
+        admin._report_batch_limit(
+            warehouse_on(redshift_emulator, aws_client, limits=sql.TOTAL_LIMITS)
+        )
+    unknown, learnt, configured = capsys.readouterr().out.splitlines()
+    assert unknown.startswith("  batch limit: not known yet: detected at the first load")
+    assert learnt == (
+        "  batch limit: 100 KB for all the SQL texts of a call together (the Data API refused more)"
+    )
+    assert configured == "  batch limit: configured: 100000 bytes per SQL text, 100000 per call"
+
+
+async def test_concurrent_loads_planned_before_the_fallback_both_load_once(
+    redshift_emulator: RedshiftDataEmulator,
+    aws_client: AwsClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two writers of one warehouse plan per text before either is refused: each
+    refusal re-plans its own rows; the limit is learnt (and logged) once."""
+    caplog.set_level(logging.INFO, logger="afpipe.redshift")
+    loaded: list[int] = []
+
+    async def load(batch: list[Event]) -> None:
+        loaded.append((await warehouse.load(batch)).loaded)
+
+    with trio.fail_after(90):
+        warehouse = await ready(redshift_emulator, aws_client)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load, megabyte())
+            nursery.start_soon(load, megabyte(400))
+    assert sorted(loaded) == [400, 800]
+    assert counts(redshift_emulator) == (1200, 1200)
+    assert 1 <= redshift_emulator.errors["ValidationException"] <= 2
+    assert len(limit_records(caplog, logging.WARNING)) == 1
+    assert warehouse.batch_limit == TOTAL
