@@ -30,7 +30,7 @@ from afpipe.warehouse.redshift_copy import Staging
 from afpipe.warehouse.s3_staging import Stager
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.moto import MOTO_REGION
-from tests.fixtures.redshift import EMULATOR_SETTINGS, settings_with_s3, start_emulator
+from tests.fixtures.redshift import EMULATOR_SETTINGS, checked, settings_with_s3, start_emulator
 from tests.test_redshift_warehouse import counts, event, warehouse_on
 
 TABLE = sql.table_name("appsflyer_events")
@@ -113,24 +113,10 @@ def test_only_a_size_refusal_of_a_call_over_100_kb_in_all_teaches_the_limit() ->
 # --- the warehouse against the emulator, both modes ------------------------------------------
 
 
-def emulator_with(batch_limit: str, moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
-    settings = dataclasses.replace(settings_with_s3(moto_endpoint), batch_limit=batch_limit)
-    emu = start_emulator(settings)
-    try:
-        yield emu
-    finally:
-        emu.close()
-    assert not emu.crashes, f"emulator crashed: {emu.crashes!r}"
-
-
 @pytest.fixture
 def per_text_emulator(moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
-    yield from emulator_with("per_text", moto_endpoint)
-
-
-@pytest.fixture
-def total_emulator(moto_endpoint: str) -> Iterator[RedshiftDataEmulator]:
-    yield from emulator_with("total", moto_endpoint)
+    settings = dataclasses.replace(settings_with_s3(moto_endpoint), batch_limit="per_text")
+    yield from checked(start_emulator(settings))
 
 
 async def ready(emu: RedshiftDataEmulator, aws: AwsClient, **options: Any) -> RedshiftWarehouse:
