@@ -7,7 +7,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,9 @@ from tests.fixtures.redshift import (
     make_redshift_data_client,
     start_emulator,
 )
+from tests.fixtures.redshift import wait_statement as wait
 
 TEST_TIME_LIMIT_S = 20
-POLL_TIMEOUT_S = 10.0
-TERMINAL = ("FINISHED", "FAILED", "ABORTED")
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS appsflyer_events (
@@ -55,16 +53,6 @@ def _time_limit() -> Iterator[None]:
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def wait(client: Any, statement_id: str, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while True:
-        described: dict[str, Any] = client.describe_statement(Id=statement_id)
-        if described["Status"] in statuses:
-            return described
-        assert time.monotonic() < deadline, f"still {described['Status']}: {statement_id}"
-        time.sleep(0.01)
 
 
 def run(client: Any, sql: str, **kwargs: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from tests.emulators.redshift.s3 import s3_service_exception
 from tests.emulators.redshift.translate import translate
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import EMULATOR_SETTINGS, REDSHIFT_TARGET, make_redshift_data_client
+from tests.fixtures.redshift import wait_statement as wait
 
-POLL_TIMEOUT_S = 10.0
 ROLE = "arn:aws:iam::123456789012:role/afpipe-copy"
 COLUMNS = "id, event_time, event_name, app_id, user_id, device_id, event_data"
 STAGE_DDL = (
@@ -51,16 +50,6 @@ def copy_sql(table: str, path: str, options: str = "GZIP") -> str:
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def wait(client: Any, statement_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while True:
-        described: dict[str, Any] = client.describe_statement(Id=statement_id)
-        if described["Status"] in ("FINISHED", "FAILED", "ABORTED"):
-            return described
-        assert time.monotonic() < deadline, f"still {described['Status']}"
-        time.sleep(0.005)
 
 
 def run(client: Any, sql: str) -> dict[str, Any]:

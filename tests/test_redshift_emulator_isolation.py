@@ -5,14 +5,13 @@ them under either level and blocks readers, and the snapshot is taken at the
 first statement other than LOCK.
 
 Overlap is made certain with the emulator's latency, which each statement spends
-inside its open transaction; every wait is bounded (POLL_TIMEOUT_S, the alarm)."""
+inside its open transaction; every wait is bounded (wait_statement's timeout, the alarm)."""
 
 from __future__ import annotations
 
 import dataclasses
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ from tests.fixtures.redshift import (
     EMULATOR_SETTINGS,
     REDSHIFT_TARGET,
     alarm_after,
+    checked,
     make_redshift_data_client,
     start_emulator,
 )
+from tests.fixtures.redshift import wait_statement as wait
 
 TEST_TIME_LIMIT_S = 15
-POLL_TIMEOUT_S = 10.0
-TERMINAL = ("FINISHED", "FAILED", "ABORTED")
 LATENCY_S = 0.15  # per statement, spent inside the transaction
 CONFLICT = "ERROR: 1023 DETAIL: Serializable isolation violation on table"
 
@@ -55,12 +54,7 @@ def emu(request: pytest.FixtureRequest) -> Iterator[RedshiftDataEmulator]:
     """An emulator at the isolation level given by indirect parametrization
     (the default, SNAPSHOT, otherwise)."""
     isolation = str(getattr(request, "param", "snapshot"))
-    started = start_emulator(dataclasses.replace(EMULATOR_SETTINGS, isolation=isolation))
-    try:
-        yield started
-    finally:
-        started.close()
-    assert not started.crashes
+    yield from checked(start_emulator(dataclasses.replace(EMULATOR_SETTINGS, isolation=isolation)))
 
 
 @pytest.fixture
@@ -74,16 +68,6 @@ def client(emu: RedshiftDataEmulator) -> Any:
 def submit(client: Any, sqls: list[str], **target: str) -> str:
     submitted = client.batch_execute_statement(Sqls=sqls, **{**REDSHIFT_TARGET, **target})
     return str(submitted["Id"])
-
-
-def wait(client: Any, statement_id: str, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while True:
-        described: dict[str, Any] = client.describe_statement(Id=statement_id)
-        if described["Status"] in statuses:
-            return described
-        assert time.monotonic() < deadline, f"still {described['Status']}: {statement_id}"
-        time.sleep(0.01)
 
 
 def status(client: Any, statement_id: str) -> str:

@@ -10,18 +10,7 @@ from botocore.exceptions import ClientError
 
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import REDSHIFT_TARGET
-
-TIMEOUT_S = 10
-
-
-def wait_done(client: Any, statement_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        described: dict[str, Any] = client.describe_statement(Id=statement_id)
-        if described["Status"] in ("FINISHED", "FAILED", "ABORTED"):
-            return described
-        time.sleep(0.02)
-    raise AssertionError(f"statement {statement_id} did not end")
+from tests.fixtures.redshift import wait_statement as wait_done
 
 
 def test_unavailable_answers_503_to_every_call_until_it_is_back(

@@ -25,9 +25,11 @@ from tests.emulators.redshift_data import TEST_CLUSTER, RedshiftDataEmulator
 from tests.fixtures.redshift import (
     REDSHIFT_TARGET,
     alarm_after,
+    checked,
     make_redshift_data_client,
     start_emulator,
 )
+from tests.fixtures.redshift import wait_statement as wait
 
 TEST_TIME_LIMIT_S = 20
 POLL_TIMEOUT_S = 10.0
@@ -36,7 +38,6 @@ SLOW_S = 2.0  # latency of a statement that outlasts a 1 s wait
 BRIEF_S = 0.5  # latency of a statement that is still running when the next call comes
 QUICK_S = 0.5  # an answer that does not wait takes less than this
 EXPIRY_MARGIN_S = 0.5  # slept past a 1 s keep-alive
-TERMINAL = ("FINISHED", "FAILED", "ABORTED")
 
 
 @pytest.fixture(autouse=True)
@@ -48,12 +49,7 @@ def _time_limit() -> Iterator[None]:
 
 @pytest.fixture
 def emu() -> Iterator[RedshiftDataEmulator]:
-    started = start_emulator()
-    try:
-        yield started
-    finally:
-        started.close()
-    assert not started.crashes
+    yield from checked(start_emulator())
 
 
 @pytest.fixture
@@ -68,16 +64,6 @@ def raw_client(emu: RedshiftDataEmulator) -> Any:
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def wait(client: Any, statement_id: str, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while True:
-        described: dict[str, Any] = client.describe_statement(Id=statement_id)
-        if described["Status"] in statuses:
-            return described
-        assert time.monotonic() < deadline, f"still {described['Status']}: {statement_id}"
-        time.sleep(0.01)
 
 
 def refused(caught: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:

@@ -147,13 +147,10 @@ class SqsQueue:
         await self.attributes()
 
     async def visibility_timeout_s(self) -> int:
-        result = await self._call(
-            "GetQueueAttributes", {"QueueUrl": self.url, "AttributeNames": ["VisibilityTimeout"]}
-        )
-        try:
-            return int(result["Attributes"]["VisibilityTimeout"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TransientError(f"GetQueueAttributes: no VisibilityTimeout in {result}") from exc
+        value = (await self.attributes()).get("VisibilityTimeout", "")
+        if not value.isdigit():
+            raise TransientError(f"GetQueueAttributes: VisibilityTimeout {value!r}")
+        return int(value)
 
     async def dead_letter(self, message: ReceivedMessage, reason: str, body: str) -> bool:
         if self.dlq_url is None:

@@ -204,13 +204,20 @@ def _queue_empty(ctx: Env, setup: Setup) -> bool:
 
 
 async def _converge(
-    ctx: Env, setup: Setup, acked: set[str], timeout_s: float = CONVERGE_TIMEOUT_S
+    ctx: Env,
+    setup: Setup,
+    acked: set[str],
+    timeout_s: float = CONVERGE_TIMEOUT_S,
+    *,
+    rows_in: RedshiftDataEmulator | None = None,
 ) -> float | None:
-    """Seconds until every event in ``acked`` has left the queue (row or dead letter)."""
+    """Seconds until every event in ``acked`` has left the queue (row or dead letter)
+    and, with ``rows_in``, is a row there."""
     start = trio.current_time()
     with trio.move_on_after(timeout_s):
         while True:
-            if _queue_empty(ctx, setup):
+            loaded = rows_in is None or acked <= set(emulator_ids(rows_in))
+            if loaded and _queue_empty(ctx, setup):
                 return trio.current_time() - start
             await trio.sleep(0.2)
     return None
@@ -572,9 +579,7 @@ async def case_secondary_down(ctx: Env) -> Result:
             start = trio.current_time()
             await trio.sleep(2)
             stop.set()
-            with trio.move_on_after(CONVERGE_TIMEOUT_S):
-                while not (load.acked <= set(emulator_ids(emu)) and _queue_empty(ctx, setup)):
-                    await trio.sleep(0.2)
+            if await _converge(ctx, setup, load.acked, rows_in=emu) is not None:
                 result.recovery_s = trio.current_time() - start
             await _stop_daemon(daemon, result)
         _count(ctx, setup, load, result)
@@ -742,11 +747,10 @@ async def case_warehouse_down_at_start(ctx: Env) -> Result:
             # The backlog of a minute's outage is ~1,000 messages, and moto answers a
             # receive in O(queue depth): ~2.7 s per call at 4,000 messages (measured).
             # Draining it here takes far longer than on SQS; wait for it.
-            with trio.move_on_after(5 * CONVERGE_TIMEOUT_S):
-                while not (load.acked <= set(emulator_ids(emu)) and _queue_empty(ctx, setup)):
-                    await trio.sleep(0.2)
+            took = await _converge(ctx, setup, load.acked, 5 * CONVERGE_TIMEOUT_S, rows_in=emu)
+            if took is not None:
                 result.recovery_s = trio.current_time() - start
-            if result.recovery_s is None:
+            else:
                 print(f"--- afpipe output (not converged) ---\n{daemon.output()[-20000:]}")
                 async with httpx.AsyncClient(base_url=setup.url) as client:
                     metrics_text = (await client.get("/metrics")).text
