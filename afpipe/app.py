@@ -48,6 +48,7 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
         visibility_s=settings.visibility_timeout_s or None,
         max_receives=settings.max_receives,
         empty_receive_pause_s=settings.sqs_polling_interval_ms / 1000,
+        short_receive_pause_s=settings.receive_pause_ms / 1000,
         receive_wait_s=settings.receive_wait_s,
     )
 

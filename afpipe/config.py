@@ -109,6 +109,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     receive_wait_s: Annotated[int, Meta(ge=0, le=20)] = field(
         default=20, name="AFPIPE_RECEIVE_WAIT_S"
     )
+    # SQS long polling answers as soon as one message is there: at 200 events/s a
+    # receive right after the last returns one or two. A short pause lets more gather.
+    receive_pause_ms: Annotated[int, Meta(ge=0, le=5000)] = field(
+        default=500, name="AFPIPE_RECEIVE_PAUSE_MS"
+    )
     writers: Positive = field(default=2, name="AFPIPE_WRITERS")
     channel_messages: NonNegative = field(default=20, name="AFPIPE_CHANNEL_MESSAGES")
     batch_max_rows: Positive = field(default=5000, name="AFPIPE_BATCH_MAX_ROWS")
@@ -266,6 +271,9 @@ HELP: dict[str, str] = {
     "AFPIPE_WORKERS": "processes sharing the port (SO_REUSEPORT), each a whole afpipe",
     "AFPIPE_POLLERS": "concurrent receive loops",
     "AFPIPE_RECEIVE_WAIT_S": "long-poll wait of each receive (SQS allows up to 20)",
+    "AFPIPE_RECEIVE_PAUSE_MS": (
+        "pause before the next receive after one of 1 to 9 messages (a full one: none); 0: never"
+    ),
     "AFPIPE_WRITERS": "concurrent warehouse writers",
     "AFPIPE_CHANNEL_MESSAGES": "messages buffered between pollers and writers",
     "AFPIPE_BATCH_MAX_ROWS": "flush a batch at this many events",

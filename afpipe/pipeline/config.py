@@ -24,6 +24,9 @@ class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Past it a message is loaded alone; past twice it, dead-lettered (pipeline.polling).
     max_receives: int = 5
     empty_receive_pause_s: float = 1.0
+    # Default = AFPIPE_RECEIVE_PAUSE_MS's: the pause after a receive of 1 to 9 messages
+    # (pipeline.polling.pause_after_s).
+    short_receive_pause_s: float = 0.5
     # A long poll cut short at shutdown may still claim a message on the server
     # side, hiding it for visibility_s: shorter waits narrow that window.
     receive_wait_s: float = 20

@@ -96,11 +96,24 @@ async def poller(
                 return
             failures = 0
             health.ok("queue")
-            if not messages:
-                with trio.move_on_after(config.empty_receive_pause_s):
+            if messages:  # forwarded before any pause: the pause delays no message held
+                await _forward(queue, config, inflight, send, messages)
+            pause_s = pause_after_s(len(messages), config)
+            if pause_s > 0:
+                with trio.move_on_after(pause_s):
                     await stop.wait()
-                continue
-            await _forward(queue, config, inflight, send, messages)
+
+
+def pause_after_s(received: int, config: ConsumerConfig) -> float:
+    """The poller's pause before its next receive, after one that returned ``received``."""
+    if received == 0:
+        return config.empty_receive_pause_s
+    if received < RECEIVE_MAX_MESSAGES:
+        # A long poll returns as soon as one message is there: at light load a receive
+        # right after the last gets one or two. The writers linger anyway, so a short
+        # pause lets a few gather per call (AFPIPE_RECEIVE_PAUSE_MS).
+        return config.short_receive_pause_s
+    return 0.0  # a full receive: a backlog, receive again at once
 
 
 async def final_sweep(
