@@ -53,8 +53,12 @@ def rows_of(events: list[Event]) -> list[Row]:
     return [to_row(e) for e in events]
 
 
-def sql_bytes(txn: sql.LoadTransaction) -> int:
-    return sum(len(text.encode()) for text in txn.sqls)
+def sql_bytes(call: sql.StageCall) -> int:
+    return sum(len(text.encode()) for text in call.sqls)
+
+
+def staged(rows: list[Row], limits: sql.SqlLimits) -> list[sql.StageCall]:
+    return sql.stage_calls(rows, [sql.create_stage_sql()], limits)
 
 
 # --- the packing under either limit ----------------------------------------------------------
@@ -68,35 +72,35 @@ def test_per_text_limits_allow_40_texts_of_100_kb() -> None:
     assert sql.DATA_API_LIMITS == sql.TOTAL_LIMITS  # the pure functions' default: safe
 
 
-def test_per_text_limits_make_one_transaction_of_several_full_inserts() -> None:
+def test_per_text_limits_stage_a_megabyte_in_one_call_of_several_full_inserts() -> None:
     rows = rows_of(megabyte())
-    [txn] = sql.load_transactions(rows, TABLE, 60.0, sql.PER_TEXT_LIMITS)
-    inserts = txn.sqls[2:-1]
-    assert txn.rows == rows
-    assert txn.sqls[0].startswith("LOCK ")  # exactly once: each transaction locks first
+    [call] = staged(rows, sql.PER_TEXT_LIMITS)
+    inserts = call.sqls[1:]
+    assert call.rows == rows
+    assert call.sqls[0].startswith("CREATE TEMP TABLE")
     assert 10 <= len(inserts) <= 12
     assert all(90_000 < len(text.encode()) <= 100_000 for text in inserts[:-1])
-    assert sql_bytes(txn) > 1_000_000
+    assert sql_bytes(call) > 1_000_000
 
 
-def test_total_limits_make_several_transactions_of_at_most_100_kb() -> None:
+def test_total_limits_stage_in_several_calls_of_at_most_100_kb() -> None:
     rows = rows_of(megabyte())
-    plan = sql.load_transactions(rows, TABLE, 60.0, sql.TOTAL_LIMITS)
+    plan = staged(rows, sql.TOTAL_LIMITS)
     assert len(plan) >= 11
-    assert [row for txn in plan for row in txn.rows] == rows
-    assert all(sql_bytes(txn) <= 100_000 and txn.sqls[0].startswith("LOCK ") for txn in plan)
+    assert [row for call in plan for row in call.rows] == rows
+    assert all(sql_bytes(call) <= 100_000 for call in plan)
+    assert plan[0].sqls[0].startswith("CREATE") and all(len(c.sqls) == 1 for c in plan[1:])
 
 
-def test_the_staging_decision_follows_the_limit() -> None:
+def test_the_staging_decision_does_not_follow_the_limit() -> None:
     rows = rows_of(megabyte())
-    assert copy.inline_transaction(rows, TABLE, 60.0, sql.PER_TEXT_LIMITS) is not None
-    assert copy.inline_transaction(rows, TABLE, 60.0, sql.TOTAL_LIMITS) is None
-    assert copy.inline_transaction(rows[:50], TABLE, 60.0, sql.TOTAL_LIMITS) is not None
+    assert not copy.fits_inline(rows, TABLE)  # one COPY beats 11 texts, either way
+    assert copy.fits_inline(rows[:50], TABLE)
 
 
 def test_only_a_size_refusal_of_a_call_over_100_kb_in_all_teaches_the_limit() -> None:
-    [txn] = sql.load_transactions(rows_of(megabyte()), TABLE, 60.0, sql.PER_TEXT_LIMITS)
-    [small] = sql.load_transactions(rows_of(megabyte()[:10]), TABLE, 60.0, sql.PER_TEXT_LIMITS)
+    [txn] = staged(rows_of(megabyte()), sql.PER_TEXT_LIMITS)
+    [small] = staged(rows_of(megabyte()[:10]), sql.PER_TEXT_LIMITS)
     size = PermanentError(SIZE_REFUSAL, code="ValidationException")
     other = PermanentError("... Redshift endpoint doesn't exist", code="ValidationException")
     throttled = TransientError(SIZE_REFUSAL, code="ThrottlingException")
@@ -134,7 +138,7 @@ def limit_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
-async def test_per_text_mode_loads_a_megabyte_as_one_transaction(
+async def test_per_text_mode_stages_a_megabyte_in_one_call(
     per_text_emulator: RedshiftDataEmulator,
     aws_client: AwsClient,
     caplog: pytest.LogCaptureFixture,
@@ -146,7 +150,7 @@ async def test_per_text_mode_loads_a_megabyte_as_one_transaction(
         first = await warehouse.load(megabyte())
         second = await warehouse.load(megabyte(800))
     assert (first.loaded, second.loaded) == (800, 800)
-    assert per_text_emulator.calls["BatchExecuteStatement"] == 2
+    assert per_text_emulator.calls["BatchExecuteStatement"] == 4  # a stage and a merge each
     assert not per_text_emulator.errors
     assert counts(per_text_emulator) == (1600, 1600)
     assert warehouse.batch_limit == PER_TEXT
@@ -161,7 +165,7 @@ async def test_total_mode_falls_back_once_and_remembers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="afpipe.redshift")
-    conservative = sql.load_transactions(rows_of(megabyte()), TABLE, 60.0, sql.TOTAL_LIMITS)
+    conservative = staged(rows_of(megabyte()), sql.TOTAL_LIMITS)
     with trio.fail_after(90):
         warehouse = await ready(redshift_emulator, aws_client)
         first = await warehouse.load(megabyte())
@@ -170,11 +174,12 @@ async def test_total_mode_falls_back_once_and_remembers(
         again = await warehouse.load(megabyte())  # all known: nothing new
     assert (first.loaded, first.rejected, second.loaded, again.loaded) == (800, [], 800, 0)
     assert counts(redshift_emulator) == (1600, 1600)  # every event once, none dead-lettered
-    # exactly one refused call, then the conservative plan, for this load and the next
+    # exactly one refused call, then the conservative plan and a merge, for this load
+    # and the next
     assert redshift_emulator.errors == {"ValidationException": 1}
-    assert after_first == 1 + len(conservative)
+    assert after_first == 1 + len(conservative) + 1
     calls = redshift_emulator.calls["BatchExecuteStatement"]
-    assert calls == after_first + 2 * len(conservative)
+    assert calls == after_first + 2 * (len(conservative) + 1)
     assert warehouse.batch_limit == TOTAL
     assert warehouse.limits == sql.TOTAL_LIMITS
     [warning] = limit_records(caplog, logging.WARNING)
@@ -189,7 +194,7 @@ async def test_a_small_load_leaves_the_limit_unknown(
         warehouse = await ready(redshift_emulator, aws_client)
         result = await warehouse.load(megabyte()[:20])
     assert result.loaded == 20
-    assert redshift_emulator.calls["BatchExecuteStatement"] == 1
+    assert redshift_emulator.calls["BatchExecuteStatement"] == 2  # a stage and a merge
     assert warehouse.batch_limit is None
     assert warehouse.limits == sql.PER_TEXT_LIMITS
 
@@ -247,7 +252,7 @@ async def test_with_staging_more_than_one_text_goes_through_copy_in_either_mode(
     assert (first.loaded, second.loaded) == (800, 800)
     assert counts(emu) == (1600, 1600)
     assert emu.errors == {}
-    assert emu.calls["BatchExecuteStatement"] == 2  # one COPY transaction per load
+    assert emu.calls["BatchExecuteStatement"] == 4  # a COPY and a merge per load
     assert warehouse.batch_limit is None
 
 

@@ -67,23 +67,6 @@ def test_copy_literals_decode_under_redshift_rules() -> None:
     assert "\n" not in copy.copy_sql(odd, "k")  # one line
 
 
-def test_copy_transaction_reuses_the_inline_stage_dedup_and_insert() -> None:
-    rows = [row(1), row(2, event_time=None)]
-    txn = copy.copy_transaction(rows, TABLE, 3600.0, STAGING, KEY)
-    assert txn.rows == rows
-    assert txn.sqls == [
-        sql.lock_sql(TABLE),
-        sql.create_stage_sql(),
-        copy.copy_sql(STAGING, KEY),
-        sql.insert_new_sql(TABLE, rows, 3600.0),
-    ]
-    assert txn.sqls[0] == 'LOCK "analytics"."afpipe_load_lock"'
-    assert txn.sqls[1].startswith("CREATE TEMP TABLE afpipe_stage (")
-    assert txn.sqls[3].startswith('INSERT INTO "analytics"."appsflyer_events" (id, event_time')
-    assert 'NOT EXISTS (SELECT 1 FROM "analytics"."appsflyer_events" AS known' in txn.sqls[3]
-    assert "IS NULL" in txn.sqls[3]  # a row without event_time is compared with such rows
-
-
 def test_object_key_is_dated_in_utc_under_the_prefix() -> None:
     now = datetime(2024, 3, 2, 7, 59, 59, tzinfo=UTC)
     assert copy.object_key("loads/", now, "u-1") == "loads/2024/03/02/07/u-1.json.gz"
@@ -175,38 +158,33 @@ def test_with_staging_nul_and_bad_event_times_are_still_refused() -> None:
     assert copy.unstorable_reason(row(1, data='{"k":"\\u0000"}')) is None
 
 
-def test_rows_that_fit_one_inline_transaction_stay_inline() -> None:
-    rows = [row(n) for n in range(20)]
-    txn = copy.inline_transaction(rows, TABLE, 60.0)
-    assert txn is not None
-    assert txn == sql.load_transactions(rows, TABLE, 60.0)[0]
-    assert not any(text.startswith("COPY") for text in txn.sqls)
+def test_rows_that_fit_one_inline_text_stay_inline() -> None:
+    assert copy.fits_inline([row(n) for n in range(20)], TABLE)
 
 
-def test_rows_needing_two_inline_transactions_go_through_s3() -> None:
+def test_rows_needing_two_inline_texts_go_through_s3() -> None:
     rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
-    assert len(sql.load_transactions(rows, TABLE, 60.0)) == 2
-    assert copy.inline_transaction(rows, TABLE, 60.0) is None
-    assert copy.inline_transaction(rows[:40], TABLE, 60.0) is not None
+    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.TOTAL_LIMITS)) == 2
+    assert not copy.fits_inline(rows, TABLE)
+    assert copy.fits_inline(rows[:40], TABLE)
 
 
-def test_too_many_statements_go_through_s3() -> None:
-    # tiny SQL limits: each row its own INSERT, at most 37 INSERTs per transaction
-    # (besides LOCK, CREATE and the final INSERT ... SELECT)
-    limits = sql.SqlLimits(max_sql_bytes=1000, max_batch_sql_bytes=100_000, max_statements=40)
-    rows = [row(n, data=json.dumps({"pad": "x" * 700})) for n in range(38)]
-    assert copy.inline_transaction(rows[:37], TABLE, 60.0, limits) is not None
-    assert copy.inline_transaction(rows, TABLE, 60.0, limits) is None
+def test_the_staging_decision_does_not_follow_the_batch_limit() -> None:
+    """Each text is a statement: several cost more than one COPY, even where the
+    Data API would take them in one call."""
+    rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
+    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.PER_TEXT_LIMITS)) == 1
+    assert not copy.fits_inline(rows, TABLE)
 
 
 def test_a_row_too_large_for_inline_sql_goes_through_s3() -> None:
     large = row(1, data=json.dumps({"blob": "x" * 120_000}))
-    assert copy.inline_transaction([large], TABLE, 60.0) is None
-    assert copy.inline_transaction([row(2), large, row(3)], TABLE, 60.0) is None
+    assert not copy.fits_inline([large], TABLE)
+    assert not copy.fits_inline([row(2), large, row(3)], TABLE)
     # just under the cheap bound, escaping pushes it over: still decided right
     quoted = row(4, data=json.dumps({"q": "'" * 60_000}))
     assert sql.inline_size_reason(quoted, TABLE) is not None
-    assert copy.inline_transaction([quoted], TABLE, 60.0) is None
+    assert not copy.fits_inline([quoted], TABLE)
 
 
 # --- a failed COPY transaction -------------------------------------------------------------

@@ -24,7 +24,8 @@ from afpipe.event import Event, to_row
 from afpipe.warehouse import redshift_sql
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from tests.emulators.redshift_data import RedshiftDataEmulator
-from tests.fixtures.redshift import EMULATOR_SETTINGS, start_emulator
+from tests.fixtures.redshift import EMULATOR_SETTINGS, make_redshift_data_client, start_emulator
+from tests.test_redshift_emulator_isolation import holding
 from tests.test_redshift_warehouse import counts, event, warehouse_on
 
 LEVELS = ["snapshot", "serializable"]
@@ -69,31 +70,38 @@ async def test_overlapping_loads_from_several_processes_make_one_row_per_id(
         )
     assert counts(emulator) == (90, 90)
     assert sum(loaded) == 90
-    assert emulator.calls["BatchExecuteStatement"] == 3  # no conflict, no retry
+    assert emulator.calls["BatchExecuteStatement"] == 6  # stage and merge each: no retry
     assert not emulator.errors
 
 
 async def test_a_load_committed_after_its_caller_gave_up_is_not_loaded_twice(
     emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
-    """The statement outlives its caller's timeout, and the CancelStatement loses
-    the race: the load commits on the server while afpipe retries it (here from
-    another process, as after a redelivery). Still one row per event."""
-    impatient = warehouse_on(emulator, aws_client, statement_timeout_s=0.4)
+    """The merge outlives its caller's timeout (it waits for a lock another
+    transaction holds), and the CancelStatement loses the race: the merge commits
+    on the server while afpipe retries the load (here from another process, as
+    after a redelivery). Still one row per event."""
+    impatient = warehouse_on(emulator, aws_client, statement_timeout_s=0.6)
     retry = warehouse_on(emulator, aws_client, name="retry")
     events = [event(n) for n in range(30)]
+    client = make_redshift_data_client(emulator)
     with trio.fail_after(60):
         await impatient.ensure_table()
-        emulator.set_latency(0.3)  # four statements: commits after ~1.2 s
+        emulator.set_latency(0.1)  # the stage: two statements, ~0.2 s
         emulator.set_cancel_loses_race(True)
+        holder_sqls = ["LOCK public.afpipe_load_lock", *["SELECT 1"] * 15]  # ~1.6 s
+        await trio.to_thread.run_sync(holding, client, holder_sqls)
         with pytest.raises(TransientError) as timed_out:
             await impatient.load(events)
         assert timed_out.value.code == TIMED_OUT
+        assert counts(emulator) == (0, 0)  # its merge still waits for the lock
         again = await retry.load(events)
         while emulator.active_statements():
             await trio.sleep(0.05)
     assert counts(emulator) == (30, 30)
-    assert again.loaded == 0  # the retry waited for the lock, then found every row
+    # Both merges waited for the holder; whichever took the lock next inserted every
+    # row, the other none (the emulator's lock queue, unlike Redshift's, is not FIFO).
+    assert again.loaded in (0, 30)
 
 
 async def test_ensure_table_creates_the_lock_table_and_check_reports_the_level(
@@ -115,9 +123,11 @@ async def test_ensure_table_creates_the_lock_table_and_check_reports_the_level(
     assert "LOCK analytics.afpipe_load_lock taken: loads are exactly once" in out
 
 
-def test_every_load_transaction_locks_first() -> None:
+def test_every_merge_locks_first_and_staging_never_touches_the_target() -> None:
     table = redshift_sql.table_name("analytics.events")
     rows = [to_row(event(n)) for n in range(3)]
-    [txn] = redshift_sql.load_transactions(rows, table, 60.0)
-    assert txn.sqls[0] == 'LOCK "analytics"."afpipe_load_lock"'
-    assert txn.sqls[1].startswith("CREATE TEMP TABLE")  # the snapshot point, after the lock
+    lock, merge = redshift_sql.merge_sqls(table, rows, 60.0)
+    assert lock == 'LOCK "analytics"."afpipe_load_lock"'
+    assert merge.startswith('INSERT INTO "analytics"."events"')  # the snapshot point
+    [call] = redshift_sql.stage_calls(rows, [redshift_sql.create_stage_sql()])
+    assert not any("analytics" in text for text in call.sqls)  # the session's temp table

@@ -148,14 +148,14 @@ async def test_emulator_a_one_second_statement_costs_one_describe(
     assert redshift_emulator.calls == {"ExecuteStatement": 1, "DescribeStatement": 1}
 
 
-async def test_emulator_a_load_is_one_batch_and_one_describe(
+async def test_emulator_a_load_is_two_batches_and_two_describes(
     redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
     warehouse = warehouse_on(redshift_emulator, aws_client)
     with trio.fail_after(30):
         await warehouse.ensure_table()
-        redshift_emulator.set_latency(0.3)  # per statement: ~1.2 s for LOCK, CREATE, 2 INSERTs
+        redshift_emulator.set_latency(0.3)  # per statement: 0.6 s to stage, 0.6 s to merge
         redshift_emulator.reset_counters()
         result = await warehouse.load([event(n) for n in range(20)])
     assert result.loaded == 20 and counts(redshift_emulator) == (20, 20)
-    assert redshift_emulator.calls == {"BatchExecuteStatement": 1, "DescribeStatement": 1}
+    assert redshift_emulator.calls == {"BatchExecuteStatement": 2, "DescribeStatement": 2}

@@ -119,19 +119,23 @@ def test_unique_rows_keeps_the_first_of_each_id() -> None:
     assert sql.unique_rows([first, again, other]) == [first, other]
 
 
-def test_load_is_one_transaction_of_four_statements_lock_first() -> None:
-    [txn] = sql.load_transactions([row(1), row(2)], TABLE, window_s=0)
-    lock, create, insert, final = txn.sqls
-    assert lock == 'LOCK "public"."afpipe_load_lock"'
+def test_load_is_a_stage_call_then_a_merge_of_two_statements_lock_first() -> None:
+    rows = [row(1), row(2)]
+    [call] = sql.stage_calls(rows, [sql.create_stage_sql()])
+    create, insert = call.sqls
+    assert call.rows == rows
     assert create.startswith("CREATE TEMP TABLE afpipe_stage")
     assert insert.startswith("INSERT INTO afpipe_stage (id, event_time,") and "),(" in insert
+    assert sql.clear_stage_sql() == "DELETE FROM afpipe_stage"
+    lock, final = sql.merge_sqls(TABLE, rows, window_s=0)
+    assert lock == 'LOCK "public"."afpipe_load_lock"'
     assert final.startswith(
         'INSERT INTO "public"."appsflyer_events" (id, event_time, event_name, app_id, user_id,'
         " device_id, event_data) SELECT id, event_time, event_name, app_id, user_id, device_id,"
         ' event_data FROM afpipe_stage WHERE NOT EXISTS (SELECT 1 FROM "public"."appsflyer_events"'
         " AS known WHERE known.id = afpipe_stage.id AND (known.event_time BETWEEN"
     )
-    for text in txn.sqls:
+    for text in [*call.sqls, lock, final]:
         translate(text, None)
 
 
@@ -190,13 +194,15 @@ def test_an_event_time_in_another_shape_is_unstorable() -> None:
 # --- splitting -------------------------------------------------------------------------------
 
 
-def assert_within(txns: list[sql.LoadTransaction], rows: list[Row], limits: SqlLimits) -> None:
-    assert [r for txn in txns for r in txn.rows] == rows  # every row once, in order
-    for txn in txns:
-        sizes = [len(text.encode()) for text in txn.sqls]
+def assert_within(calls: list[sql.StageCall], rows: list[Row], limits: SqlLimits) -> None:
+    assert [r for call in calls for r in call.rows] == rows  # every row once, in order
+    for call in calls:
+        sizes = [len(text.encode()) for text in call.sqls]
         assert max(sizes) <= limits.max_sql_bytes
         assert sum(sizes) <= limits.max_batch_sql_bytes
-        assert len(txn.sqls) <= limits.max_statements
+        assert len(call.sqls) <= limits.max_statements
+    merge = sql.merge_sqls(TABLE, rows, 0) if rows else []  # one call, whatever the rows
+    assert sum(len(text.encode()) for text in merge) <= limits.max_batch_sql_bytes
 
 
 @settings(max_examples=40, deadline=None)
@@ -208,25 +214,27 @@ def test_split_keeps_every_sql_within_the_data_api_limits(sizes: list[int], quot
     unit_bytes = 2 if quoting in "'\\" else len(quoting.encode())  # escaped size of one char
     rows = [row(n, data='"' + quoting * (size // unit_bytes) + '"') for n, size in enumerate(sizes)]
     rows = [r for r in rows if sql.unstorable_reason(r, TABLE) is None]
-    assert_within(sql.load_transactions(rows, TABLE, 0), rows, sql.DATA_API_LIMITS)
+    calls = sql.stage_calls(rows, [sql.create_stage_sql()])
+    assert_within(calls, rows, sql.DATA_API_LIMITS)
 
 
-def test_split_packs_small_rows_into_few_transactions() -> None:
+def test_split_packs_small_rows_into_few_calls() -> None:
     rows = [row(n, data='{"payload":"' + "v" * 900 + '"}') for n in range(1_000)]
-    txns = sql.load_transactions(rows, TABLE, 0)
-    assert_within(txns, rows, sql.DATA_API_LIMITS)
-    assert len(txns) <= 12  # about 1 KB of SQL a row: ~95 rows per 100 KB transaction
+    calls = sql.stage_calls(rows, [sql.create_stage_sql()])
+    assert_within(calls, rows, sql.DATA_API_LIMITS)
+    assert len(calls) <= 11  # about 1 KB of SQL a row: ~95 rows per 100 KB call
 
 
-def test_split_caps_a_transaction_at_40_statements() -> None:
+def test_split_caps_a_call_at_40_statements() -> None:
     limits = SqlLimits(max_sql_bytes=100_000, max_batch_sql_bytes=100_000_000)
     rows = [row(n, data='"' + "y" * 30_000 + '"') for n in range(300)]  # 3 rows per INSERT
-    txns = sql.load_transactions(rows, TABLE, 0, limits)
-    assert_within(txns, rows, limits)
-    assert [len(txn.sqls) for txn in txns][:2] == [40, 40]
-    assert len(txns) == 3  # 37 INSERTs of 3 rows, twice, then the rest
+    calls = sql.stage_calls(rows, [sql.clear_stage_sql()], limits)
+    assert_within(calls, rows, limits)
+    assert [len(call.sqls) for call in calls] == [40, 39, 22]  # DELETE and 39 INSERTs first
+    assert calls[0].sqls[0] == sql.clear_stage_sql()
+    assert not any(text.startswith("DELETE") for call in calls[1:] for text in call.sqls)
 
 
 def test_split_refuses_a_row_that_can_never_fit() -> None:
     with pytest.raises(ValueError, match="too large"):
-        sql.load_transactions([row(1, data='"' + "z" * 120_000 + '"')], TABLE, 0)
+        sql.stage_calls([row(1, data='"' + "z" * 120_000 + '"')])

@@ -54,24 +54,43 @@ def event(n: int, *, pad: int = 1200, **fields: Any) -> Event:
 
 
 class Transaction(msgspec.Struct):
+    """One call: a stage (CREATE or DELETE, then INSERTs or a COPY) or a merge
+    (LOCK, then the INSERT ... SELECT from the stage) of a session."""
+
     sqls: list[str]
-    ids: list[str]  # the rows it carried: VALUES ids, or the staged object's lines
-    staged_key: str = ""  # the object a COPY read
+    ids: list[str]  # a stage's rows (VALUES ids, or the object's lines); a merge's: the stage's
+    staged_key: str = ""  # the object a COPY read (for a merge: the one its stage read)
+    session: str = ""
 
     @property
     def copied(self) -> bool:
         return bool(self.staged_key)
 
+    @property
+    def merge(self) -> bool:
+        return self.sqls[0].startswith("LOCK ")
+
 
 class FakeDataApi:
-    """BatchExecuteStatement and DescribeStatement, scripted. ``outcome(txn)`` is the
-    error a transaction fails with, or None: it commits and inserts all its rows."""
+    """BatchExecuteStatement and DescribeStatement, scripted, with sessions as the
+    Data API has them: a call with SessionKeepAliveSeconds opens one, later calls
+    name it by SessionId (and no target), its stage outlives a call. ``outcome(txn)``
+    is the error a call fails with (changing nothing), or None: it commits."""
 
     def __init__(self, boto_s3: Any) -> None:
         self.boto_s3 = boto_s3
         self.transactions: list[Transaction] = []
         self.outcome: Callable[[Transaction], str | None] = lambda txn: None
         self._answers: dict[str, dict[str, Any]] = {}
+        self._stages: dict[str, Transaction] = {}  # by session: what its stage holds
+
+    @property
+    def merges(self) -> list[Transaction]:
+        return [txn for txn in self.transactions if txn.merge]
+
+    @property
+    def stages(self) -> list[Transaction]:
+        return [txn for txn in self.transactions if not txn.merge]
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         operation = request.headers["X-Amz-Target"].removeprefix("RedshiftData.")
@@ -79,30 +98,46 @@ class FakeDataApi:
         if operation == "DescribeStatement":
             return httpx.Response(200, json={"Id": body["Id"], **self._answers[body["Id"]]})
         assert operation == "BatchExecuteStatement", operation
-        txn = self._transaction(body["Sqls"])
+        session = self._session(body)
+        txn = self._transaction(body["Sqls"], session)
         self.transactions.append(txn)
         statement_id = f"stmt-{len(self.transactions)}"
         error = self.outcome(txn)
         if error is None:
             subs: list[dict[str, Any]] = [
-                {"Id": f"{statement_id}:{i}", "Status": "FINISHED"} for i in range(4)
+                {"Id": f"{statement_id}:{i}", "Status": "FINISHED"} for i in range(len(txn.sqls))
             ]
             subs[-1]["ResultRows"] = len(txn.ids)
             self._answers[statement_id] = {"Status": "FINISHED", "SubStatements": subs}
+            if not txn.merge:
+                self._stages[session] = txn
         else:
             self._answers[statement_id] = {"Status": "FAILED", "Error": error}
-        return httpx.Response(200, json={"Id": statement_id})
+        return httpx.Response(200, json={"Id": statement_id, "SessionId": session})
 
-    def _transaction(self, sqls: list[str]) -> Transaction:
+    def _session(self, body: dict[str, Any]) -> str:
+        if "SessionId" in body:
+            assert "ClusterIdentifier" not in body and "Database" not in body
+            assert body["SessionId"] in self._stages or body["SessionId"].startswith("s-")
+            return str(body["SessionId"])
+        assert body["SessionKeepAliveSeconds"] >= 1  # afpipe loads only in sessions
+        return f"s-{len(self.transactions) + 1}"
+
+    def _transaction(self, sqls: list[str], session: str) -> Transaction:
+        if sqls[0].startswith("LOCK "):
+            stage = self._stages[session]  # a merge of a session that staged nothing: a bug
+            return Transaction(sqls, stage.ids, stage.staged_key, session)
+        kept = [] if sqls[0].startswith(("CREATE", "DELETE")) else self._stages[session].ids
         copies = [sql for sql in sqls if sql.startswith("COPY ")]
         if not copies:
-            return Transaction(sqls, [i for sql in sqls for i in _INLINE_ID.findall(sql)])
+            ids = [i for sql in sqls for i in _INLINE_ID.findall(sql)]
+            return Transaction(sqls, kept + ids, "", session)
         source = _COPY_SOURCE.search(copies[0])
         assert source is not None, copies[0]
         bucket, key = source.groups()
         data = self.boto_s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         lines = gzip.decompress(data).split(b"\n")[:-1]
-        return Transaction(sqls, [json.loads(line)["id"] for line in lines], key)
+        return Transaction(sqls, kept + [json.loads(line)["id"] for line in lines], key, session)
 
 
 class Router(httpx.AsyncBaseTransport):
@@ -156,43 +191,48 @@ async def test_a_batch_that_fits_one_transaction_stays_inline(
     with trio.fail_after(30):
         result = await warehouse(aws, moto_s3_endpoint, s3_bucket).load(events)
     assert (result.loaded, result.rejected) == (20, [])
-    [txn] = fake_api.transactions
-    assert not txn.copied and txn.ids == [e.id for e in events]
+    stage, merge = fake_api.transactions
+    assert not merge.copied and merge.ids == [e.id for e in events]
+    assert [sql.split(" ", 2)[:2] for sql in stage.sqls] == [["CREATE", "TEMP"], ["INSERT", "INTO"]]
 
 
-async def test_a_larger_batch_is_one_copy_transaction_and_its_object_is_deleted(
+async def test_a_larger_batch_is_staged_by_one_copy_and_its_object_is_deleted(
     aws: AwsClient,
     fake_api: FakeDataApi,
     boto_s3: Any,
     moto_s3_endpoint: S3Endpoint,
     s3_bucket: str,
 ) -> None:
-    events = [event(n) for n in range(300)]  # ~400 KB of SQL inline: 5 transactions
+    events = [event(n) for n in range(300)]  # ~400 KB of SQL inline: 5 texts
     with trio.fail_after(30):
         result = await warehouse(aws, moto_s3_endpoint, s3_bucket).load(events)
     assert (result.loaded, result.rejected) == (300, [])
-    [txn] = fake_api.transactions
-    assert txn.ids == [e.id for e in events]
-    assert re.fullmatch(r"loads/\d{4}/\d\d/\d\d/\d\d/[0-9a-f-]{36}\.json\.gz", txn.staged_key)
-    assert [sql.split(" ", 2)[:2] for sql in txn.sqls] == [
-        ["LOCK", '"public"."afpipe_load_lock"'],
+    stage, merge = fake_api.transactions
+    assert merge.ids == [e.id for e in events] and merge.session == stage.session
+    assert re.fullmatch(r"loads/\d{4}/\d\d/\d\d/\d\d/[0-9a-f-]{36}\.json\.gz", stage.staged_key)
+    assert [sql.split(" ", 2)[:2] for sql in stage.sqls] == [
         ["CREATE", "TEMP"],
         ["COPY", "afpipe_stage"],
+    ]
+    assert [sql.split(" ", 2)[:2] for sql in merge.sqls] == [
+        ["LOCK", '"public"."afpipe_load_lock"'],
         ["INSERT", "INTO"],
     ]
     staging = Staging(bucket=s3_bucket, prefix="loads/", iam_role=ROLE, region=MOTO_REGION)
-    assert txn.sqls[2] == redshift_copy.copy_sql(staging, txn.staged_key)
+    assert stage.sqls[1] == redshift_copy.copy_sql(staging, stage.staged_key)
     assert s3_keys(boto_s3, s3_bucket) == set()
 
 
-async def test_without_staging_the_same_batch_takes_several_inline_transactions(
+async def test_without_staging_the_same_batch_takes_several_inline_calls(
     aws: AwsClient, fake_api: FakeDataApi, moto_s3_endpoint: S3Endpoint, s3_bucket: str
 ) -> None:
     events = [event(n) for n in range(300)]
     plain = warehouse(aws, moto_s3_endpoint, s3_bucket, staged=False)
     with trio.fail_after(30):
         assert (await plain.load(events)).loaded == 300
-    assert len(fake_api.transactions) >= 4
+    assert len(fake_api.stages) >= 4  # 100 KB a call (the fixed total limit)
+    [merge] = fake_api.merges
+    assert merge.ids == [e.id for e in events]
     assert not any(txn.copied for txn in fake_api.transactions)
 
 
@@ -209,8 +249,8 @@ async def test_a_row_too_large_for_inline_sql_loads_through_s3(
         "row too large for the Redshift Data API"
     ]
     assert (staged.loaded, staged.rejected) == (2, [])
-    [txn] = fake_api.transactions
-    assert txn.copied and txn.ids == [large.id, event(2).id]
+    [merge] = fake_api.merges
+    assert merge.copied and merge.ids == [large.id, event(2).id]
 
 
 async def test_a_row_copy_rejects_is_isolated_with_redshifts_inline_reason(
@@ -238,6 +278,7 @@ async def test_a_row_copy_rejects_is_isolated_with_redshifts_inline_reason(
     failing = [txn for txn in fake_api.transactions if poison in txn.ids]
     assert failing[0].copied and not failing[-1].copied  # COPY, then bisected down to inline
     assert len(failing[-1].ids) == 1
+    assert not any(txn.merge for txn in failing)  # a failed stage is never merged
     assert s3_keys(boto_s3, s3_bucket) == set()  # every staged object deleted
 
 
@@ -276,22 +317,27 @@ async def test_a_put_s3_refuses_keeps_the_batch_queued(
     assert fake_api.transactions == []
 
 
-async def test_a_conflict_is_retried_on_the_same_object(
+async def test_a_conflict_retries_the_merge_alone_in_its_session(
     aws: AwsClient,
     fake_api: FakeDataApi,
     boto_s3: Any,
     moto_s3_endpoint: S3Endpoint,
     s3_bucket: str,
 ) -> None:
+    """A serializable conflict rolled the merge back and left the stage as it was:
+    the merge is retried in the same session, the object not COPYed again."""
     answers = ["ERROR: 1023 DETAIL: Serializable isolation violation on table", None]
-    fake_api.outcome = lambda txn: answers.pop(0)
+    fake_api.outcome = lambda txn: answers.pop(0) if txn.merge else None
     with trio.fail_after(30):
         result = await warehouse(aws, moto_s3_endpoint, s3_bucket).load(
             [event(n) for n in range(300)]
         )
     assert result.loaded == 300
-    first, second = fake_api.transactions
-    assert first.staged_key == second.staged_key and first.ids == second.ids
+    [stage] = fake_api.stages
+    first, second = fake_api.merges
+    assert first.session == second.session == stage.session
+    assert first.staged_key == second.staged_key == stage.staged_key
+    assert first.ids == second.ids == stage.ids
     assert s3_keys(boto_s3, s3_bucket) == set()
 
 
@@ -304,8 +350,9 @@ async def test_a_failed_delete_is_logged_and_the_load_stands(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def vanish(txn: Transaction) -> None:  # the bucket goes away while COPY runs
-        boto_s3.delete_object(Bucket=s3_bucket, Key=txn.staged_key)
-        boto_s3.delete_bucket(Bucket=s3_bucket)
+        if not txn.merge:
+            boto_s3.delete_object(Bucket=s3_bucket, Key=txn.staged_key)
+            boto_s3.delete_bucket(Bucket=s3_bucket)
 
     fake_api.outcome = vanish
     with trio.fail_after(30), caplog.at_level(logging.WARNING, "afpipe.redshift"):

@@ -411,9 +411,9 @@ async def test_a_batch_larger_than_one_transaction_loads_once(
 async def test_one_warehouse_runs_its_writers_loads_one_at_a_time(
     redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
-    """Two writers of one process: their loads queue in the process (not in Redshift,
-    holding a WLM slot), so each is one transaction. Several processes:
-    test_redshift_exactly_once."""
+    """Two writers of one process: their merges queue in the process (not in
+    Redshift, holding a WLM slot), so each load is one stage and one merge, with
+    no conflict to retry. Several processes: test_redshift_exactly_once."""
     warehouse = warehouse_on(redshift_emulator, aws_client)
     events = [event(n) for n in range(60)]
     loaded: list[int] = []
@@ -430,7 +430,7 @@ async def test_one_warehouse_runs_its_writers_loads_one_at_a_time(
             nursery.start_soon(load, events[20:])
     assert sorted(loaded) == [20, 40]
     assert counts(redshift_emulator) == (60, 60)
-    assert redshift_emulator.calls["BatchExecuteStatement"] == 2  # no conflict, no retry
+    assert redshift_emulator.calls["BatchExecuteStatement"] == 4  # no conflict, no retry
 
 
 async def test_bisection_rejects_exactly_the_rows_redshift_refuses(

@@ -11,7 +11,9 @@ because a drain cancelling a held submit would not know the Id to cancel. A
 service that answers at once is polled with backoff, as before long polling.
 Both are bounded by the statement timeout and by REDSHIFT_MAX_RETRIES seconds
 of waiting; a statement that outlives them, or whose caller is cancelled
-(drain), is cancelled with CancelStatement. A FAILED statement is classified once, here:
+(drain), is cancelled with CancelStatement. A ``Session`` (SessionKeepAliveSeconds, then
+SessionId) runs calls on one connection, so a temp table one call fills is there
+for the next. A FAILED statement is classified once, here:
 ``StatementDataError`` (a PermanentError: the rows are wrong, bisect them),
 ``ConfigError`` (the database user lacks a privilege: exit 2), a known
 ``TransientError`` (conflicts, aborts, missing relations), or an
@@ -22,6 +24,7 @@ number of times by the warehouse, then taken to be the rows' fault.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -127,6 +130,32 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
         return {name: value for name, value in fields.items() if value}
 
 
+class Session:
+    """A Data API session, used by one task at a time: its first call opens it
+    (``SessionKeepAliveSeconds``), later calls name it (``SessionId``) and so share
+    its connection and temp tables. The service closes it ``keep_alive_s`` after
+    its last statement ended; ``usable`` leaves a quarter of that as margin, so a
+    call never meets a session closed for idleness. ``fresh`` until a call opened it."""
+
+    def __init__(self, keep_alive_s: int) -> None:
+        if not 1 <= keep_alive_s <= 86_400:  # the model's range; 0 closes it at once
+            raise ValueError("a session's keep-alive is 1..86400 seconds")
+        self.keep_alive_s = keep_alive_s
+        self.id = ""  # the service's, from the first call's answer
+        self._usable_until = -math.inf
+
+    @property
+    def fresh(self) -> bool:
+        return not self.id
+
+    def usable(self) -> bool:
+        return self.fresh or trio.current_time() < self._usable_until
+
+    def ended(self) -> None:
+        """A statement in it ended now (or a little earlier: that is the margin)."""
+        self._usable_until = trio.current_time() + 0.75 * self.keep_alive_s
+
+
 class SubStatement(msgspec.Struct, frozen=True, rename="pascal"):
     id: str
     status: str
@@ -205,12 +234,16 @@ class RedshiftData:
         parameters: Mapping[str, str] | None = None,
         *,
         classify: Classifier = statement_error,
+        session: Session | None = None,
     ) -> StatementResult:
         """Run one SQL text (ExecuteStatement) or several in one transaction
-        (BatchExecuteStatement) and wait until it FINISHED; otherwise raise
-        what ``classify`` makes of the failure."""
-        statement_id = await self.submit(sql, parameters, client_token=str(uuid.uuid4()))
+        (BatchExecuteStatement), in ``session`` if given, and wait until it
+        FINISHED; otherwise raise what ``classify`` makes of the failure."""
+        token = str(uuid.uuid4())
+        statement_id = await self.submit(sql, parameters, client_token=token, session=session)
         result = await self.wait(statement_id)
+        if session is not None:
+            session.ended()
         if result.status != "FINISHED":
             raise classify(result)
         return result
@@ -227,9 +260,18 @@ class RedshiftData:
         parameters: Mapping[str, str] | None = None,
         *,
         client_token: str,
+        session: Session | None = None,
     ) -> str:
-        """Start a statement; its Id. The token makes a retried call start it once."""
-        payload: dict[str, Any] = {**self.target.request_fields(), "ClientToken": client_token}
+        """Start a statement; its Id. The token makes a retried call start it once.
+        In a ``session``, the first call opens it and names the target; later
+        calls name only the session (the service refuses a target beside it)."""
+        payload: dict[str, Any] = {"ClientToken": client_token}
+        if session is None or session.fresh:
+            payload.update(self.target.request_fields())
+        else:
+            payload["SessionId"] = session.id
+        if session is not None and session.fresh:
+            payload["SessionKeepAliveSeconds"] = session.keep_alive_s
         if isinstance(sql, str):
             operation, payload["Sql"] = "ExecuteStatement", sql
         else:
@@ -238,8 +280,15 @@ class RedshiftData:
             if not all(parameters.values()):  # the API has no NULL and rejects ""
                 raise ValueError("Data API parameters must be non-empty strings")
             payload["Parameters"] = [{"name": k, "value": v} for k, v in parameters.items()]
-        answer = await self.aws.call(self.service, operation, payload)
-        return _convert(answer, _Submitted).id
+        submitted = _convert(await self.aws.call(self.service, operation, payload), _Submitted)
+        if session is not None and session.fresh:
+            if not submitted.session_id:
+                raise TransientError(
+                    "the Data API opened no session (no SessionId in its answer)",
+                    code="InvalidResponse",
+                )
+            session.id = submitted.session_id
+        return submitted.id
 
     async def wait(self, statement_id: str) -> StatementResult:
         """Poll until the statement ends; cancel it when it takes too long or the
@@ -319,6 +368,7 @@ class RedshiftData:
 
 class _Submitted(msgspec.Struct, frozen=True, rename="pascal"):
     id: str
+    session_id: str = ""
 
 
 class _ResultPage(msgspec.Struct, frozen=True, rename="pascal"):

@@ -14,7 +14,7 @@ BACKOFF_CAP_S = 30.0
 
 class ConsumerConfig(msgspec.Struct, frozen=True, kw_only=True):
     pollers: int = 2
-    writers: int = 2
+    writers: int = 4
     channel_messages: int = 20
     batch_max_rows: int = 5000
     batch_max_bytes: int = 4 * 1024 * 1024

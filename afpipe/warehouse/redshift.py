@@ -1,27 +1,33 @@
 """The Redshift warehouse: idempotent batch loads through the Data API.
 
-A batch becomes as few BatchExecuteStatement transactions as the Data API's
-limits allow (see ``redshift_sql``), each idempotent on ``id``. A transaction
-that FAILED for a data reason is bisected (``load_isolating``) down to the
-offending events, which come back as ``Rejected`` with Redshift's error text;
-the rest commit. Every load transaction first LOCKs afpipe's own lock table, so
-loads from any number of processes run one after another and each dedups in a
-snapshot that sees the previous load's rows: exactly once under SNAPSHOT and
-SERIALIZABLE isolation alike (the argument is in ``redshift_sql``). This
-process's writers also queue among themselves before submitting (what they do
-before, such as staging to S3, overlaps), so they wait here rather than in
-Redshift holding a WLM slot. A serializable conflict with another writer of the
-target is retried here with backoff, within the AWS client's retry budget.
+A batch is staged into a temp table of a Data API session in as few calls as
+the Data API's limits allow, then merged into the target in one call of that
+session, idempotent on ``id`` (``redshift_sql``). A load that FAILED for a data
+reason is bisected (``load_isolating``) down to the offending events, which
+come back as ``Rejected`` with Redshift's error text; the rest commit. Every
+merge first LOCKs afpipe's own lock table, so merges from any number of
+processes run one after another and each dedups in a snapshot that sees the
+previous load's rows: exactly once under SNAPSHOT and SERIALIZABLE isolation
+alike (the argument is in ``redshift_sql``). Staging takes no lock: the writers
+of this process and of others stage side by side, and only the merge (two
+statements) is serialised. This process's writers also queue among themselves
+before submitting a merge, so they wait here rather than in Redshift holding a
+WLM slot. A serializable conflict with another writer of the target is retried
+here with backoff, within the AWS client's retry budget.
 
-With a ``Stager`` (S3 staging on), rows that do not fit in one inline
-transaction are loaded as one COPY transaction from S3 instead
-(``redshift_copy``); each attempt of the bisection chooses again, so halves
-that fit inline fail, if at all, with Redshift's own reason for the row.
+A session that ended a load well is kept for this process's next load (its
+stage is emptied, not created again); one whose call failed, timed out or was
+cancelled is left to close by itself (``SESSION_KEEP_ALIVE_S``).
+
+With a ``Stager`` (S3 staging on), rows that do not fit in one inline text of
+100 KB are staged by one COPY from S3 instead (``redshift_copy``); each attempt
+of the bisection chooses again, so halves that fit inline fail, if at all,
+with Redshift's own reason for the row.
 
 AWS documents the Data API's 100 KB limit per SQL text, not whether the texts
 of one BatchExecuteStatement also count together. A warehouse starts with the
-per-text reading (up to 40 texts of 100 KB a call, so ~37 x 80 events a
-transaction) and learns which applies from the first call over 100 KB in all:
+per-text reading (up to 40 texts of 100 KB a call, so ~39 x 80 events a
+call) and learns which applies from the first call over 100 KB in all:
 taken, per-text is confirmed (info); refused with the size ValidationException,
 the total limit applies (warning) and the refused call's rows are re-planned
 at once, never bisected nor dead-lettered. What is learnt lasts as long as the
@@ -41,13 +47,12 @@ from afpipe.aws.client import AwsClient
 from afpipe.aws.redshift_data import (
     CONFLICT,
     FAILED,
-    Classifier,
     RedshiftData,
+    Session,
     StatementDataError,
     StatementResult,
     Target,
     UnclassifiedStatementError,
-    statement_error,
 )
 from afpipe.aws.service import AwsService
 from afpipe.errors import PermanentError, TransientError
@@ -66,6 +71,10 @@ DEFAULT_MAX_UNCLASSIFIED_FAILURES = 5
 PER_TEXT = "per_text"  # 100 KB for each SQL text, up to 40 texts a call
 TOTAL = "total"  # 100 KB for all the SQL texts of a call together
 _MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
+# How long the Data API keeps a load's session open after its last statement: a
+# writer's next load reuses it (and its stage) well within that; one left idle
+# closes by itself. Sessions are used for 3/4 of it (redshift_data.Session).
+SESSION_KEEP_ALIVE_S = 120
 
 
 class RedshiftWarehouse:
@@ -115,7 +124,8 @@ class RedshiftWarehouse:
         # times (identical texts, across attempts), then treated as the rows' fault.
         self.max_unclassified_failures = max_unclassified_failures
         self._unclassified: dict[str, int] = {}  # Redshift's text -> failures seen
-        self._transactions = trio.Lock()  # this process's loads queue here first (see above)
+        self._transactions = trio.Lock()  # this process's merges queue here first (see above)
+        self._sessions: list[Session] = []  # open, idle, each with a stage: newest last
 
     async def ensure_table(self) -> None:
         """The target and the lock table every load takes first (both idempotent)."""
@@ -170,21 +180,12 @@ class RedshiftWarehouse:
         batch = self._prepare(events)
         rows = {event.id: row for event, row in batch.stored.values()}
         attempt = functools.partial(self._attempt, rows)
-        loaded, rejected = 0, batch.rejected
-        for group in self._groups(list(rows.values())):
-            result = await load_isolating([batch.stored[row.id][0] for row in group], attempt)
-            loaded += result.loaded
-            rejected += result.rejected
+        result = await load_isolating([event for event, _ in batch.stored.values()], attempt)
         self._unclassified.clear()  # a load went through: count afresh
-        return LoadResult(loaded=loaded, rejected=rejected + _twins_of(rejected, batch.twins))
-
-    def _groups(self, rows: list[Row]) -> list[list[Row]]:
-        """What is loaded (and bisected) as a whole: one inline transaction's rows,
-        or with staging the whole batch (one transaction, inline or COPY)."""
-        if self.stager is not None:
-            return [rows]
-        plan = sql.load_transactions(rows, self.table, self.dedup_window_s, self.limits)
-        return [txn.rows for txn in plan]
+        rejected = batch.rejected + result.rejected
+        return LoadResult(
+            loaded=result.loaded, rejected=rejected + _twins_of(rejected, batch.twins)
+        )
 
     def _prepare(self, events: Sequence[Event]) -> _Batch:
         batch = _Batch()
@@ -249,52 +250,46 @@ class RedshiftWarehouse:
         )
 
     async def _load(self, rows: list[Row]) -> int:
-        """One transaction: inline if the rows fit one, else COPY from S3; without
-        staging, as many inline transactions as needed (normally one). Planned again
-        when the Data API refused a call for the total size of its texts."""
-        inserted, todo = 0, rows
-        while todo:  # at most twice: a refusal leaves the total limit in force
-            done, todo = await self._load_planned(todo)
-            inserted += done
-        return inserted
-
-    async def _load_planned(self, rows: list[Row]) -> tuple[int, list[Row]]:
-        """Load ``rows`` as the limits in force plan them: (rows inserted, rows to
-        plan again), the latter those of a call refused for its total size and of
-        the calls after it."""
-        if self.stager is None:
-            plan = sql.load_transactions(rows, self.table, self.dedup_window_s, self.limits)
+        """Stage ``rows`` in a session, then merge them under the lock in one call
+        of that session (``redshift_sql``): inline, or by COPY with staging on when
+        they do not fit one 100 KB text. Only the merge queues behind other loads."""
+        session = self._take_session()
+        first = [sql.create_stage_sql() if session.fresh else sql.clear_stage_sql()]
+        if self.stager is not None and not copy.fits_inline(rows, self.table):
+            await self._stage_copy(self.stager, session, rows, first)
         else:
-            # With staging, inline only what one INSERT text carries: several 100 KB
-            # texts cost a statement each, one COPY the same as one text (so the batch
-            # limit never matters here).
-            txn = copy.inline_transaction(rows, self.table, self.dedup_window_s, sql.TOTAL_LIMITS)
-            if txn is None:
-                return _inserted_rows(await self._load_staged(self.stager, rows)), []
-            plan = [txn]
-        inserted = 0
-        for index, txn in enumerate(plan):
-            result = await self._run_inline(txn.sqls)
-            if result is None:
-                return inserted, [row for later in plan[index:] for row in later.rows]
-            inserted += _inserted_rows(result)
-        return inserted, []
+            await self._stage_inline(session, rows, first)
+        merge = sql.merge_sqls(self.table, rows, self.dedup_window_s)
+        result = await self._run_retrying_conflicts(merge, session=session)
+        self._sessions.append(session)  # ended well: its stage is there for the next
+        return _inserted_rows(result)
 
-    async def _run_inline(self, sqls: list[str]) -> StatementResult | None:
-        """One inline transaction; None when the Data API refused it for the total
-        size of its texts. Such a call never ran (the refusal comes before any
-        statement starts), so planning its rows again under the total limit is
-        safe: nothing of it committed, and each new transaction begins with LOCK,
-        so exactly once holds as for any load."""
-        try:
-            result = await self._run_retrying_conflicts(sqls)
-        except PermanentError as exc:
-            if not (self.detects_batch_limit and sql.refused_for_total_size(sqls, exc)):
-                raise  # another refusal: not the batch limit's doing, nothing learnt
-            self._learn_total(sqls, exc)
-            return None
-        self._learn_per_text(sqls)
-        return result
+    def _take_session(self) -> Session:
+        """The session that staged a load last and is still open, or a new one."""
+        while self._sessions:
+            session = self._sessions.pop()
+            if session.usable():
+                return session
+        return Session(SESSION_KEEP_ALIVE_S)
+
+    async def _stage_inline(self, session: Session, rows: list[Row], first: list[str]) -> None:
+        """``rows`` into the session's stage, as few calls as the limits in force
+        allow; planned again when the Data API refused a call for the total size
+        of its texts. Such a call never ran (the refusal comes before any statement
+        starts), so the stage holds the earlier calls' rows and no more."""
+        calls = sql.stage_calls(rows, first, self.limits)
+        while calls:
+            sqls = calls[0].sqls
+            try:
+                await self.data.run(sqls, session=session)
+            except PermanentError as exc:
+                if not (self.detects_batch_limit and sql.refused_for_total_size(sqls, exc)):
+                    raise  # another refusal: not the batch limit's doing, nothing learnt
+                self._learn_total(sqls, exc)
+                calls = sql.stage_calls([row for call in calls for row in call.rows], first)
+                continue
+            self._learn_per_text(sqls)
+            calls, first = calls[1:], []
 
     def _learn_total(self, sqls: list[str], exc: PermanentError) -> None:
         if self.batch_limit != TOTAL:
@@ -324,21 +319,25 @@ class RedshiftWarehouse:
             len(sqls),
         )
 
-    async def _load_staged(self, stager: Stager, rows: list[Row]) -> StatementResult:
+    async def _stage_copy(
+        self, stager: Stager, session: Session, rows: list[Row], first: list[str]
+    ) -> None:
         async with stager.staged(rows) as key:
             metrics.STAGED_LOADS.labels(self.name).inc()
-            logger.debug("%s: loading %d rows by COPY from %s", self.name, len(rows), key)
-            txn = copy.copy_transaction(rows, self.table, self.dedup_window_s, stager.staging, key)
-            return await self._run_retrying_conflicts(txn.sqls, copy.copy_statement_error)
+            logger.debug("%s: staging %d rows by COPY from %s", self.name, len(rows), key)
+            sqls = [*first, copy.copy_sql(stager.staging, key)]
+            await self.data.run(sqls, classify=copy.copy_statement_error, session=session)
 
     async def _run_retrying_conflicts(
-        self, sqls: list[str], classify: Classifier = statement_error
+        self, sqls: list[str], *, session: Session
     ) -> StatementResult:
+        """The merge, when this process's other loads have merged; again after a
+        serializable conflict, which rolled it back and left the stage as it was."""
         retry_index = 0
         while True:
             try:
                 async with self._transactions:
-                    return await self.data.run(sqls, classify=classify)
+                    return await self.data.run(sqls, session=session)
             except TransientError as exc:
                 if exc.code != CONFLICT:
                     raise

@@ -4,15 +4,14 @@ Inline SQL carries at most what the Data API's limits in force allow per
 transaction: 100 KB, or 40 texts of 100 KB where the Data API takes them
 (``redshift_sql.SqlLimits``; the warehouse learns which). Each text is a
 statement of its own, and one COPY costs what one text does, so with staging
-on, rows that do not fit in ONE inline transaction of 100 KB, or a row too large
-for inline SQL, are loaded as one transaction from one S3 object instead:
+on, rows that do not fit in ONE inline text of 100 KB, or a row too large for
+inline SQL, are staged by one COPY from one S3 object instead, then merged as
+inline loads are (``redshift_sql``):
 
-    LOCK <schema>.afpipe_load_lock                            -- as inline
-    CREATE TEMP TABLE afpipe_stage (...)                      -- as inline
+    CREATE TEMP TABLE afpipe_stage (...)    -- or DELETE FROM afpipe_stage
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
         FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'           -- one line
-    INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
-        WHERE NOT EXISTS (...the target's rows of those ids...)  -- as inline
+    -- then, in another call of the same session: LOCK ...; INSERT ... SELECT
 
 The object is gzip'd JSON lines: one object per row, keys the lower-case
 column names, text columns as JSON strings or null, and ``event_data`` the
@@ -121,34 +120,18 @@ def copy_sql(staging: Staging, key: str) -> str:
     )
 
 
-def copy_transaction(
-    rows: Sequence[Row], table: sql.TableName, window_s: float, staging: Staging, key: str
-) -> sql.LoadTransaction:
-    """The idempotent load of ``rows`` (unique ids) from the object at ``key``."""
-    sqls = [
-        sql.lock_sql(table),
-        sql.create_stage_sql(),
-        copy_sql(staging, key),
-        sql.insert_new_sql(table, rows, window_s),
-    ]
-    return sql.LoadTransaction(list(rows), sqls)
-
-
-def inline_transaction(
-    rows: Sequence[Row],
-    table: sql.TableName,
-    window_s: float,
-    limits: sql.SqlLimits = sql.DATA_API_LIMITS,
-) -> sql.LoadTransaction | None:
-    """``rows`` (unique ids, at least one) as ONE inline transaction, or None when
-    they do not fit in one: too many bytes or statements, or a row too large."""
+def fits_inline(rows: Sequence[Row], table: sql.TableName) -> bool:
+    """Whether ``rows`` (unique ids, at least one) stage as ONE inline text: no
+    row too large for inline SQL, and 100 KB of SQL in all, the stage's CREATE
+    included. Anything more costs a statement per text; a COPY costs one."""
+    limits = sql.TOTAL_LIMITS
     # A lower bound, cheap for a large batch: quoting and escaping only add bytes.
     if sum(len(row.event_data) + len(row.id) for row in rows) > limits.max_batch_sql_bytes:
-        return None
+        return False
     if any(sql.inline_size_reason(row, table, limits) is not None for row in rows):
-        return None
-    plan = sql.load_transactions(rows, table, window_s, limits)
-    return plan[0] if len(plan) == 1 else None
+        return False
+    calls = sql.stage_calls(rows, [sql.create_stage_sql()], limits)
+    return len(calls) == 1 and len(calls[0].sqls) == 2
 
 
 def copy_statement_error(result: StatementResult) -> AfpipeError:

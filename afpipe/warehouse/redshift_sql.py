@@ -8,16 +8,26 @@ is rejected up front as a data error (``unstorable_reason``) and dead-lettered
 with its reason, rather than silently altered. ``event_data`` never contains a
 raw NUL: its canonical JSON escapes it as ``\\u0000``.
 
-A load is one transaction (one BatchExecuteStatement, so at most 40 SQL texts,
-each at most 100 KB, and 100 KB in all unless the Data API takes more: see
-``SqlLimits``):
+A load runs in a Data API session (one connection kept across calls, so its
+temp table outlives a call) and takes two steps (each BatchExecuteStatement is
+one transaction of at most 40 SQL texts, each at most 100 KB, and 100 KB in all
+unless the Data API takes more: see ``SqlLimits``):
 
-    LOCK <schema>.afpipe_load_lock                          -- loaders queue here
-    CREATE TEMP TABLE afpipe_stage (...same columns as the target...)
+    -- 1. stage: as many calls as the rows need, never locked, so the loads of
+    --    several writers and processes overlap here
+    CREATE TEMP TABLE afpipe_stage (...)    -- or DELETE FROM afpipe_stage, in a
+                                            -- session that staged a load before
     INSERT INTO afpipe_stage (...) VALUES (...), (...)      -- one or more
+
+    -- 2. merge: one call, two statements, whatever the number of rows
+    LOCK <schema>.afpipe_load_lock                          -- loaders queue here
     INSERT INTO <target> (...) SELECT ... FROM afpipe_stage
         WHERE NOT EXISTS (SELECT 1 FROM <target> AS known
                           WHERE known.id = afpipe_stage.id AND <event-time window>)
+
+Loads still run one after another (point 2 below), but only for the merge: the
+lock is held for two statements, not for one statement per 100 KB of rows. The
+stage is the session's own: no other session sees it or waits on it.
 
 Why this is exactly once, under SERIALIZABLE and under SNAPSHOT isolation, with
 any number of afpipe processes, instances and retries:
@@ -31,13 +41,18 @@ any number of afpipe processes, instances and retries:
    run one after another, whichever process, instance or retry sends them.
    The target itself is never locked, so analysts' SELECTs never wait on a load.
 3. A transaction's snapshot is taken at its first SELECT, DML or CREATE TABLE,
-   not at LOCK. The LOCK comes first, so each load's snapshot is taken after
-   the previous load committed (or rolled back): its anti-join sees every row
-   any earlier load committed, and inserts only the ids nobody holds.
-4. A load whose answer was lost (kill -9, a dropped connection, a timeout whose
+   not at LOCK. The LOCK comes first in the merge, so each merge's snapshot is
+   taken after the previous merge committed (or rolled back): its anti-join sees
+   every row any earlier load committed, and inserts only the ids nobody holds.
+   The stage step commits nothing anyone else can see: a load that stops after
+   it (crash, drain, an error) leaves only a temp table, gone with its session.
+4. A merge whose answer was lost (kill -9, a dropped connection, a timeout whose
    CancelStatement lost the race) either still holds the lock - its retry waits,
    then finds its rows - or has not taken it yet - then it finds the retry's
-   rows. Either order leaves one row per id.
+   rows. Either order leaves one row per id. A retry stages again, in another
+   session: a session whose call did not end well is never used again (only a
+   merge refused for a serializable conflict, which rolled back, is retried in
+   its session).
 5. Under SERIALIZABLE, loads that run one after another cannot form a cycle;
    a conflict with another writer of the target (not afpipe) is retried.
 
@@ -204,6 +219,10 @@ def create_stage_sql() -> str:
     return f"CREATE TEMP TABLE {STAGE} {_COLUMN_TYPES}\n)"
 
 
+def clear_stage_sql() -> str:
+    return f"DELETE FROM {STAGE}"
+
+
 def _shifted(event_time: str, seconds: float) -> str:
     moment = datetime.fromisoformat(event_time)
     try:
@@ -287,36 +306,37 @@ def unstorable_reason(
     return value_reason(row) or inline_size_reason(row, table, limits)
 
 
-class LoadTransaction(msgspec.Struct, frozen=True):
+class StageCall(msgspec.Struct, frozen=True):
     rows: list[Row]
-    sqls: list[str]  # for one BatchExecuteStatement
+    sqls: list[str]  # for one BatchExecuteStatement in the load's session
 
 
-def load_transactions(
-    rows: Sequence[Row], table: TableName, window_s: float, limits: SqlLimits = DATA_API_LIMITS
-) -> list[LoadTransaction]:
-    """The idempotent load of ``rows`` (unique ids, all storable) as few transactions
-    as the limits allow; each is idempotent on its own."""
+def stage_calls(
+    rows: Sequence[Row], first: Sequence[str] = (), limits: SqlLimits = DATA_API_LIMITS
+) -> list[StageCall]:
+    """The first step of a load: ``rows`` (unique ids, all storable) into the
+    session's stage as few calls as the limits allow, ``first`` (the stage's
+    CREATE or DELETE) at the head of the first call."""
     tuples = [values_tuple(row) for row in rows]
     sizes = [len(text.encode()) for text in tuples]
-    out: list[LoadTransaction] = []
-    for groups in _pack(sizes, _fixed_bytes(table), limits):
-        txn_rows = [rows[i] for group in groups for i in group]
+    head = list(first)
+    out: list[StageCall] = []
+    for groups in _pack(sizes, len(create_stage_sql().encode()), limits):
         inserts = [_insert_stage_prefix() + ",".join(tuples[i] for i in group) for group in groups]
-        sqls = [
-            lock_sql(table),
-            create_stage_sql(),
-            *inserts,
-            insert_new_sql(table, txn_rows, window_s),
-        ]
-        out.append(LoadTransaction(txn_rows, sqls))
+        out.append(StageCall([rows[i] for group in groups for i in group], head + inserts))
+        head = []
     return out
+
+
+def merge_sqls(table: TableName, rows: Sequence[Row], window_s: float) -> list[str]:
+    """The second step: the staged ``rows`` into the target, under the lock."""
+    return [lock_sql(table), insert_new_sql(table, rows, window_s)]
 
 
 def _pack(sizes: list[int], fixed_bytes: int, limits: SqlLimits) -> Iterator[list[list[int]]]:
     """Next fit: row indexes per INSERT statement, statements per transaction."""
     prefix_bytes = len(_insert_stage_prefix().encode())
-    max_inserts = limits.max_statements - 3  # LOCK, CREATE and the final INSERT ... SELECT
+    max_inserts = limits.max_statements - 1  # and the stage's CREATE or DELETE
     txn: list[list[int]] = []
     txn_bytes = statement_bytes = 0  # SQL so far in the transaction, in its last INSERT
     for index, size in enumerate(sizes):
