@@ -11,7 +11,11 @@ fewest calls per event.
 AppsFlyer posts one event per request, so a send in flight rarely finds
 company: nearly every event became its own message. So the sender *lingers*
 (Kafka's ``linger.ms``): after the first event of a message it waits up to
-``linger_s`` for more, or until a message's worth of bytes waits. Only when
+``linger_s`` for more, or until ``LINGER_ENOUGH_BYTES`` wait (Kafka's
+``batch.size``: SQS bills each 64 KiB of a payload as one request, so waiting
+for more saves no billed request and costs every waiting client its latency;
+a burst, such as clients answered together coming back together, goes at
+once). Only when
 company is likely: when the latest event arrived within ``linger_s`` of the one
 before it. An idle service (events further apart) sends at once, adding no
 latency. One sender collects at a time, so concurrent senders do not split
@@ -36,6 +40,9 @@ log = logging.getLogger("afpipe.producer")
 
 # The longest AFPIPE_PRODUCER_LINGER_MS allows: every acknowledgement may wait it.
 MAX_LINGER_S = 1.0
+# A lingering sender sends once this much waits (or a message's worth, if less):
+# SQS bills each 64 KiB chunk of a payload as one request.
+LINGER_ENOUGH_BYTES = 64 * 1024
 
 # What an event costs in memory beyond its item bytes (the EncodedEvent, its id
 # string, the bytes object's header, its slot in the lists: about 200 B measured).
@@ -110,7 +117,9 @@ class Producer:
         self._pending_bytes = 0
         self._last_arrival = -math.inf  # trio clock, of the latest submit
         self._latest_gap_s = math.inf  # between the latest submit and the one before
-        self._message_full = trio.Event()  # a message's worth of bytes waits (or closed)
+        # What ends a linger: enough bytes wait to send (or closed).
+        self._linger_enough_bytes = min(max_message_bytes, LINGER_ENOUGH_BYTES)
+        self._enough_waits = trio.Event()
         self._closed = False
         self._collecting = trio.Lock()  # one sender collects (and lingers) at a time
         # Requests are bounded by the event count below; a request holds >= 1 event.
@@ -143,15 +152,15 @@ class Producer:
         self._pending_bytes += cost_bytes
         now = trio.current_time()
         self._latest_gap_s, self._last_arrival = now - self._last_arrival, now
-        if self._pending_bytes >= self.max_message_bytes:
-            self._message_full.set()
+        if self._pending_bytes >= self._linger_enough_bytes:
+            self._enough_waits.set()
         return ticket
 
     def close(self) -> None:
         """Accept nothing more; ``run`` returns once everything queued was sent."""
         self._send.close()
         self._closed = True
-        self._message_full.set()  # a lingering sender sends at once
+        self._enough_waits.set()  # a lingering sender sends at once
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery, self._receive:
@@ -173,8 +182,8 @@ class Producer:
                     group, carry = self._take(carry, receive)
                     self._pending_events -= len(group)
                     self._pending_bytes -= pending_cost_bytes([event for event, _ in group])
-                    if self._pending_bytes < self.max_message_bytes and not self._closed:
-                        self._message_full = trio.Event()
+                    if self._pending_bytes < self._linger_enough_bytes and not self._closed:
+                        self._enough_waits = trio.Event()
                 await self._send_group(group)
 
     async def _linger(self) -> None:
@@ -182,7 +191,7 @@ class Producer:
         if self.linger_s <= 0 or self._latest_gap_s > self.linger_s:
             return
         with trio.move_on_after(self.linger_s):
-            await self._message_full.wait()
+            await self._enough_waits.wait()
 
     def _take(
         self, first: _Pending, receive: trio.MemoryReceiveChannel[_Pending]

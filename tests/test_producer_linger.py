@@ -139,3 +139,40 @@ def test_the_linger_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="AFPIPE_PRODUCER_LINGER_MS"):
         config.load({"AFPIPE_PRODUCER_LINGER_MS": "1001"}, tmp_path / "none")
     assert config.load({}, tmp_path / "none").producer_linger_ms == 50
+
+
+async def test_64_kib_waiting_ends_the_linger(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    """SQS bills each 64 KiB of a payload as one request: once that much waits,
+    lingering saves no billed request, only latency is left to lose. So a burst
+    (64 clients answered at once come back at once) goes without the linger."""
+    queue = FakeQueue()
+    producer = producer_on(queue, linger_s=MAX_LINGER_S, senders=1)
+    await start(nursery, producer)
+    producer.submit(request("warm"))  # sent at once; the next arrivals are close to it
+    await trio.sleep(0.001)
+    start_s = trio.current_time()
+    burst = [request(f"burst{n}", pad=1200) for n in range(60)]  # ~75 KiB in all
+    tickets = [(producer.submit(events), events) for events in burst]
+    for ticket, _ in tickets:
+        await ticket.done.wait()
+    assert trio.current_time() - start_s < 0.01  # not the 1 s linger
+    for ticket, events in tickets:
+        assert_acked(ticket, events, queue)
+
+
+async def test_less_than_64_kib_lingers(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    queue = FakeQueue()
+    producer = producer_on(queue, linger_s=MAX_LINGER_S, senders=1)
+    await start(nursery, producer)
+    producer.submit(request("warm"))
+    await trio.sleep(0.001)
+    start_s = trio.current_time()
+    tickets = [producer.submit(request(f"small{n}", pad=1200)) for n in range(40)]  # ~50 KiB
+    for ticket in tickets:
+        await ticket.done.wait()
+    assert trio.current_time() - start_s == pytest.approx(MAX_LINGER_S)
+    assert len({ticket.message_ids[0] for ticket in tickets}) == 1  # one message
