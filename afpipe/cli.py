@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import trio
 
@@ -55,12 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _export_dotenv(path: Path = Path(".env")) -> None:
+def _export(environment: dict[str, str]) -> None:
     """Like dotenv: ./.env fills in variables the environment lacks, so the AWS
     credential chain (botocore reads os.environ) sees them as the Node.js SDK did."""
-    if path.is_file():
-        for name, value in config.parse_dotenv(path.read_text(encoding="utf-8")).items():
-            os.environ.setdefault(name, value)
+    for name, value in environment.items():
+        os.environ.setdefault(name, value)
 
 
 # Hidden from the logs by value too, not only where a pattern finds them.
@@ -70,8 +68,9 @@ _AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _export_dotenv()
-        settings = config.load()
+        environment = config.read_environment()  # the one reading of ./.env
+        _export(environment)
+        settings = config.settings_from(environment)
     except ConfigError as exc:
         print(f"afpipe: configuration error: {exc}", file=sys.stderr)
         return 2

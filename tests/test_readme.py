@@ -23,3 +23,28 @@ def test_readme_lists_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in config.setting_names() if f"`{name}`" not in readme]
     assert missing == []
+
+
+def readme_settings_table(readme: str) -> dict[str, tuple[str, str]]:
+    """The Settings table: variable -> (default, meaning), as written."""
+    rows = re.finditer(r"^\| `([A-Z][A-Z0-9_]*)` \| (.*?) \| (.*) \|$", readme, re.M)
+    return {row[1]: (row[2], row[3]) for row in rows}
+
+
+def expected_row(name: str) -> tuple[str, str]:
+    default = config.defaults()[name]
+    return ("" if default == "" else f"`{default}`", config.HELP[name])
+
+
+def test_readme_table_shows_each_settings_declared_default_and_help() -> None:
+    table = readme_settings_table((ROOT / "README.md").read_text())
+    assert list(table) == config.setting_names()  # every setting, in declaration order
+    wrong = {name: row for name, row in table.items() if row != expected_row(name)}
+    assert wrong == {}
+
+
+def test_the_table_check_catches_drift() -> None:
+    readme = (ROOT / "README.md").read_text()
+    drifted = readme.replace("| `AFPIPE_WRITERS` | `4` |", "| `AFPIPE_WRITERS` | `2` |")
+    table = readme_settings_table(drifted)
+    assert table["AFPIPE_WRITERS"] != expected_row("AFPIPE_WRITERS")
