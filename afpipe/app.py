@@ -21,7 +21,7 @@ from afpipe.aws import AwsClient
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
-from afpipe.metrics import InstrumentedQueue, InstrumentedWarehouse
+from afpipe.instrumented import InstrumentedQueue, InstrumentedWarehouse
 from afpipe.notify import Notifier
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S, ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import httpx
 import trio
+import trio.testing
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from afpipe.instrumented import InstrumentedQueue
 from tests.daemon import afpipe_process, wait_for_rows
+from tests.fakes import FakeQueue, FakeWarehouse
 from tests.load import purchase
+from tests.test_consumer import FAKE, body, consumer, payload
 
 FAMILIES = {
     "afpipe_http_requests": "counter",
@@ -70,3 +75,24 @@ async def test_every_family_is_exposed_and_counts_move(tmp_path: Path) -> None:
     assert after[("afpipe_queue_operations_total", (("operation", "send"), ("queue", "main")))] >= 1
     route = (("route", "/webhook/appsflyer"), ("status", "200"))
     assert after[("afpipe_http_requests_total", route)] == 1
+
+
+async def test_every_queue_metric_labels_the_queue_alike(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Calls were labelled "main", the consumer's gauges by the queue's own name (its
+    URL on SQS): one queue showed as two. The seam's label is now its name."""
+    fake = FakeQueue()
+    queue = InstrumentedQueue(fake, "main")
+    with trio.fail_after(60):
+        async with consumer(queue, FakeWarehouse(), FAKE):
+            fake.put(body(payload(1)))
+            while fake.remaining():
+                await trio.sleep(0.1)
+    families = {
+        family.name: {sample.labels.get("queue") for sample in family.samples}
+        for family in REGISTRY.collect()
+    }
+    for name in ("afpipe_queue_operations", "afpipe_messages_in_flight", "afpipe_lag_seconds"):
+        assert "main" in families[name], name
+        assert fake.name not in families[name], name
