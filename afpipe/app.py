@@ -25,7 +25,7 @@ from afpipe.instrumented import InstrumentedQueue, InstrumentedWarehouse
 from afpipe.notify import Notifier
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S, ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer
-from afpipe.pipeline.secondary import LazyTable, Secondary
+from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
 from afpipe.producer import Producer
 from afpipe.queue.base import Queue
 from afpipe.warehouse.base import Warehouse
@@ -101,7 +101,9 @@ async def run(
             # The table is created at the first load, not here: a warehouse that is down
             # at start must not stop ingest (the writers wait and retry).
             warehouse = InstrumentedWarehouse(
-                LazyTable(await stack.enter_async_context(backends.open_warehouse(settings, aws)))
+                TableCreatingWarehouse(
+                    await stack.enter_async_context(backends.open_warehouse(settings, aws))
+                )
             )
             if settings.secondary_redshift_enabled:
                 secondary, retry_queue, secondary_warehouse = await _open_secondary(
@@ -129,7 +131,7 @@ async def run(
                         await work.start(
                             serve_consumer,
                             retry_queue,
-                            LazyTable(secondary_warehouse, drains_backlog=True),
+                            TableCreatingWarehouse(secondary_warehouse, drains_backlog=True),
                             consumer_config(settings),
                             stop_consumer,
                             Health(settings.ready_fail_after_s),
@@ -194,7 +196,7 @@ async def _open_secondary(
             " secondary fails to load are dropped for the secondary (logged and counted)"
         )
     secondary = Secondary(
-        LazyTable(warehouse),
+        TableCreatingWarehouse(warehouse),
         retry_queue,
         timeout_s=settings.secondary_timeout_s,
         body_limit_bytes=backends.body_limit_bytes(settings),
@@ -258,7 +260,9 @@ async def _start_ingest(
 
     async def http_then_close(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
-            await serve_ingest(app, config, stop, settings.access_log, task_status=task_status)
+            await serve_ingest(
+                app, config, stop, settings.access_log_ratio, task_status=task_status
+            )
         finally:
             producer.close()  # requests are done: flush what they queued, then end
 

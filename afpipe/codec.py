@@ -69,11 +69,6 @@ def sqs_safe(canonical: bytes) -> bytes:
     return canonical.replace(b"\xef\xbf\xbe", b"\\ufffe").replace(b"\xef\xbf\xbf", b"\\uffff")
 
 
-def body_size(items: Sequence[EncodedEvent]) -> int:
-    """Exact UTF-8 size of the body holding ``items``."""
-    return BODY_OVERHEAD_BYTES + sum(len(e.item) for e in items) + max(len(items) - 1, 0)
-
-
 def encode_body(items: Iterable[EncodedEvent]) -> str:
     return (_HEAD + b",".join(e.item for e in items) + _TAIL).decode("utf-8")
 

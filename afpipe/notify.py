@@ -29,10 +29,6 @@ class Notifier:
         self.watchdog_interval_s = _watchdog_interval_s(environ)
         self._sock: trio.socket.SocketType | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     async def send(self, message: str) -> None:
         if not self.address:
             return

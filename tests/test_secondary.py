@@ -11,7 +11,7 @@ from afpipe.event import from_payload
 from afpipe.health import Health
 from afpipe.pipeline.config import ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer
-from afpipe.pipeline.secondary import LazyTable, Secondary
+from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
 from tests.fakes import FakeQueue, FakeWarehouse
 
 EVENTS = [from_payload({"event_name": "install", "n": n}) for n in range(5)]
@@ -94,7 +94,7 @@ async def test_consumer_with_secondary_down_commits_primary_then_retry_consumer_
             assert down.rows == {} and retry.remaining()
             # The secondary comes back: the retry consumer loads what it missed.
             down.transient_failures = 0
-            lazy = LazyTable(down)
+            lazy = TableCreatingWarehouse(down)
             await nursery.start(serve_consumer, retry, lazy, config, stop, Health(30))
             await down.activity.wait_for(lambda: len(down.rows) == len(EVENTS))
             await retry.activity.wait_for(lambda: not retry.remaining())

@@ -249,7 +249,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: str = setting(
         "AFPIPE_TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-For is believed"
     )
-    access_log: Annotated[float, Meta(ge=0, le=1)] = setting(
+    access_log_ratio: Annotated[float, Meta(ge=0, le=1)] = setting(
         "AFPIPE_ACCESS_LOG", 1.0, "share of requests written to the access log (0 = off, 1 = all)"
     )
     drain_timeout_s: PositiveFloat = setting(

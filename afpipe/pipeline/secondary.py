@@ -42,7 +42,6 @@ class Secondary:
         self.body_limit_bytes = body_limit_bytes
         self.cooldown_s = cooldown_s
         self._down_until = -math.inf
-        self.loaded_rows = 0
         self.handed_off_events = 0
         self.dropped_events = 0
 
@@ -57,7 +56,6 @@ class Secondary:
                 except AfpipeError as exc:
                     log.warning("secondary load failed", extra={"error": str(exc)})
                 else:
-                    self.loaded_rows += result.loaded
                     return True, result.rejected
             self._down_until = trio.current_time() + self.cooldown_s
         return await self._hand_off(events), []
@@ -90,9 +88,9 @@ class Secondary:
         return True
 
 
-class LazyTable:
-    """A warehouse whose table is created on first use, so a secondary that is down
-    at start-up does not stop the daemon from starting."""
+class TableCreatingWarehouse:
+    """A warehouse that creates its table at its first load, not at start, so a
+    warehouse that is down at start-up does not stop the daemon from starting."""
 
     def __init__(self, warehouse: Warehouse, *, drains_backlog: bool = False) -> None:
         self.warehouse = warehouse

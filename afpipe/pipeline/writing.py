@@ -93,8 +93,8 @@ async def _commit(
     if secondary_done:
         secondary_safe, secondary_rejected = secondary_done[0]
         rejected += [Rejected(r.event, f"secondary: {r.reason}") for r in secondary_rejected]
-    kept = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
-    done = [h.message.receipt_handle for h in items if h.message.message_id in kept]
+    deletable = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
+    done = [h.message.receipt_handle for h in items if h.message.message_id in deletable]
     log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
     if len(items) == 1 and items[0].alone:
         log.info(
