@@ -10,7 +10,6 @@ from afpipe.config import Settings
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
-from afpipe.queue.sqs_dead_letters import peek_dead_letters, redrive
 from afpipe.warehouse import redshift_sql as sql
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
@@ -160,44 +159,19 @@ async def _check_staging(settings: Settings, aws: AwsClient | None) -> None:
 
 
 async def dlq_peek(settings: Settings, limit: int) -> int:
-    async with backends.open_aws(settings) as aws:
-        if settings.uses_sqs:
-            dlq = _sqs_dlq(settings, aws)
-            for letter in await peek_dead_letters(dlq, limit):
-                _print_letter(
-                    letter.message_id, letter.source_receive_count, letter.reason, letter.body
-                )
-            return 0
-        queue = EmbeddedQueue(backends.embedded_queue_path(settings))
-        try:
-            letters = await queue.peek_dead_letters(limit)
-        finally:
-            await queue.aclose()
-        for item in letters:
-            _print_letter(item.message_id, item.receive_count, item.reason, item.body)
-        print(f"{len(letters)} dead letter(s) shown")
+    async with backends.open_aws(settings) as aws, backends.open_queue(settings, aws) as queue:
+        letters = await queue.peek_dead_letters(limit)
+    for letter in letters:
+        _print_letter(letter.message_id, letter.receive_count, letter.reason, letter.body)
+    print(f"{len(letters)} dead letter(s) shown")
     return 0
 
 
 async def dlq_redrive(settings: Settings, limit: int) -> int:
-    async with backends.open_aws(settings) as aws:
-        if settings.uses_sqs:
-            target = backends.sqs_queue(settings, aws, settings.sqs_queue_url)
-            moved = await redrive(_sqs_dlq(settings, aws), target, limit)
-        else:
-            queue = EmbeddedQueue(backends.embedded_queue_path(settings))
-            try:
-                moved = await queue.redrive(limit)
-            finally:
-                await queue.aclose()
+    async with backends.open_aws(settings) as aws, backends.open_queue(settings, aws) as queue:
+        moved = await queue.redrive(limit)
     print(f"redrove {moved} message(s) to the queue")
     return 0
-
-
-def _sqs_dlq(settings: Settings, aws: AwsClient | None) -> SqsQueue:
-    if not settings.dlq_url:
-        raise ConfigError("AFPIPE_DLQ_URL: not set; the queue's own redrive policy holds them")
-    return backends.sqs_queue(settings, aws, settings.dlq_url)
 
 
 def _print_letter(message_id: str, receives: int, reason: str, body: str) -> None:

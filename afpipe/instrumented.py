@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from afpipe import metrics
 from afpipe.errors import AfpipeError
 from afpipe.event import Event
-from afpipe.queue.base import Queue, ReceivedMessage
+from afpipe.queue.base import DeadLetter, Queue, ReceivedMessage
 from afpipe.warehouse.base import LoadResult, Warehouse
 
 
@@ -58,6 +58,13 @@ class InstrumentedQueue:
     async def dead_letter(self, message: ReceivedMessage, reason: str, body: str) -> bool:
         with self._counted("dead_letter"):
             return await self.queue.dead_letter(message, reason, body)
+
+    async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
+        return await self.queue.peek_dead_letters(limit)
+
+    async def redrive(self, limit: int) -> int:
+        with self._counted("redrive"):
+            return await self.queue.redrive(limit)
 
     async def ping(self) -> None:
         await self.queue.ping()

@@ -12,6 +12,7 @@ as strict as SQS behind ``SqsQueue``: characters SQS refuses fail their entry
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,9 +20,15 @@ import msgspec
 import trio
 
 from afpipe.aws.sqs_api import REFUSED_CHARACTERS
-from afpipe.errors import AfpipeError, PermanentError, RefusedContent, TransientError
+from afpipe.errors import (
+    AfpipeError,
+    ConfigError,
+    PermanentError,
+    RefusedContent,
+    TransientError,
+)
 from afpipe.event import Event
-from afpipe.queue.base import MAX_BATCH_ENTRIES, EntriesFailed, ReceivedMessage
+from afpipe.queue.base import MAX_BATCH_ENTRIES, DeadLetter, EntriesFailed, ReceivedMessage
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.isolate import load_isolating
@@ -84,6 +91,7 @@ class FakeQueue:
         self.max_batch_bytes = 1024 * 1024  # SQS: a SendMessageBatch's bodies together
         self.received_visibility: list[int | None] = []  # visibility_s of each receive
         self.dead_letters: list[DeadLetterCall] = []
+        self._dead_receives: list[tuple[int, float]] = []  # beside each dead letter
         self.expired_while_held: list[str] = []  # message ids
         # injected faults
         self.send_gate: trio.Event | None = None  # send_batch waits for it when set
@@ -222,9 +230,30 @@ class FakeQueue:
         if not self.keeps_dead_letters:
             return False
         self.dead_letters.append(DeadLetterCall(message.message_id, reason, body))
+        self._dead_receives.append((message.receive_count, time.time()))
         self.journal.append(f"dead-letter {message.message_id}")
         self.activity.notify()
         return True
+
+    async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
+        if not self.keeps_dead_letters:
+            raise ConfigError("AFPIPE_DLQ_URL: not set (fake)")
+        kept = zip(self.dead_letters, self._dead_receives, strict=True)
+        return [
+            DeadLetter(call.message_id, call.body, call.reason, count, at_s, call.message_id)
+            for call, (count, at_s) in list(kept)[:limit]
+        ]
+
+    async def redrive(self, limit: int) -> int:
+        await trio.lowlevel.checkpoint()
+        if not self.keeps_dead_letters:
+            raise ConfigError("AFPIPE_DLQ_URL: not set (fake)")
+        moved, self.dead_letters = self.dead_letters[:limit], self.dead_letters[limit:]
+        self._dead_receives = self._dead_receives[limit:]
+        for call in moved:
+            self.put(call.body)
+        return len(moved)
 
     async def ping(self) -> None:
         await trio.lowlevel.checkpoint()

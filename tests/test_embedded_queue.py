@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from afpipe import admin, config
 from afpipe.queue import embedded
 from afpipe.queue.base import ReceivedMessage
 from afpipe.queue.embedded import EmbeddedQueue
@@ -241,3 +242,30 @@ async def test_send_is_durable_across_reopen(tmp_path: Path) -> None:
             assert [m.body for m in await receive_now(second)] == ["kept"]
         finally:
             await second.aclose()
+
+
+async def test_afpipe_dlq_peeks_and_redrives_the_embedded_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = config.load({"AFPIPE_DATA_DIR": str(tmp_path)}, tmp_path / "none")
+    queue = EmbeddedQueue(tmp_path / "queue.db")
+    try:
+        [message_id] = await queue.send_batch(["poison"])
+        [held] = await queue.receive(max_messages=1, wait_s=0, visibility_s=30)
+        assert await queue.dead_letter(held, "undecodable: test", held.body)
+        await queue.delete([held.receipt_handle])
+    finally:
+        await queue.aclose()
+    assert await admin.dlq_peek(settings, 10) == 0
+    shown = capsys.readouterr().out
+    assert f"{message_id}  receives=1  reason: undecodable: test" in shown
+    assert "1 dead letter(s) shown" in shown
+    assert await admin.dlq_redrive(settings, 10) == 0
+    assert "redrove 1 message(s)" in capsys.readouterr().out
+    queue = EmbeddedQueue(tmp_path / "queue.db")
+    try:
+        assert await queue.peek_dead_letters(10) == []
+        [again] = await queue.receive(max_messages=1, wait_s=0, visibility_s=30)
+    finally:
+        await queue.aclose()
+    assert again.body == "poison"

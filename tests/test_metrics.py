@@ -83,6 +83,7 @@ async def test_every_queue_metric_labels_the_queue_alike(
     """Calls were labelled "main", the consumer's gauges by the queue's own name (its
     URL on SQS): one queue showed as two. The seam's label is now its name."""
     fake = FakeQueue()
+    fake.name = "https://sqs.test/123456789012/labels-test"  # as an SqsQueue's: its URL
     queue = InstrumentedQueue(fake, "main")
     with trio.fail_after(60):
         async with consumer(queue, FakeWarehouse(), FAKE):

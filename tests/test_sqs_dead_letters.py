@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from afpipe.aws import AwsClient, AwsService
+from afpipe.errors import ConfigError
 from afpipe.queue.base import ReceivedMessage
 from afpipe.queue.sqs import SqsQueue
 from afpipe.queue.sqs_dead_letters import peek_dead_letters, redrive
@@ -68,7 +69,7 @@ async def test_peek_shows_reasons_and_deletes_nothing(
     ]
     by_body = {m.body: m for m in messages}
     assert all(p.source_message_id == by_body[p.body].message_id for p in peeked)
-    assert all(p.source_receive_count == 1 for p in peeked)
+    assert all(p.receive_count == 1 for p in peeked)
     assert len(again) == 2
     assert sqs_depth(boto_sqs, dlq.url) == (3, 0)  # all still there, and visible
 
@@ -88,3 +89,27 @@ async def test_redrive_of_an_empty_dlq(queue: SqsQueue, dlq: SqsQueue) -> None:
     with trio.fail_after(20):
         assert await redrive(dlq, queue, 10, wait_s=0) == 0
         assert await peek_dead_letters(dlq, 10, wait_s=0) == []
+
+
+async def test_the_queue_peeks_and_redrives_its_own_dead_letters(
+    queue: SqsQueue, dlq: SqsQueue, boto_sqs: Any
+) -> None:
+    """Through the Queue protocol, as `afpipe dlq` uses it whatever the backend."""
+    with trio.fail_after(20):
+        await dead_letter_all(queue, ["q1", "q2"])
+        peeked = await queue.peek_dead_letters(10)
+        assert sorted(p.body for p in peeked) == ["q1", "q2"]
+        assert await queue.redrive(10) == 2
+        back = await receive_at_least(queue, 2)
+    assert sorted(m.body for m in back) == ["q1", "q2"]
+    assert sqs_depth(boto_sqs, dlq.url) == (0, 0)
+
+
+async def test_without_a_dlq_peek_and_redrive_say_so(
+    aws_client: AwsClient, moto_sqs_service: AwsService, sqs_queue_url: str
+) -> None:
+    plain = SqsQueue(aws_client, moto_sqs_service, sqs_queue_url)
+    with pytest.raises(ConfigError, match="AFPIPE_DLQ_URL: not set"):
+        await plain.peek_dead_letters(10)
+    with pytest.raises(ConfigError, match="AFPIPE_DLQ_URL: not set"):
+        await plain.redrive(10)

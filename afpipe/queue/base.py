@@ -39,6 +39,17 @@ class ReceivedMessage(msgspec.Struct, frozen=True):
     sent_at_s: float  # wall-clock (epoch) seconds when the message was first sent
 
 
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A dead letter, as ``afpipe dlq peek`` shows it, whichever the backend."""
+
+    message_id: str
+    body: str
+    reason: str  # empty when something other than afpipe put it there (a redrive policy)
+    receive_count: int  # the source message's receives when it was dead-lettered
+    dead_lettered_at_s: float  # wall-clock (epoch) seconds
+    source_message_id: str = ""  # SQS: the message it came from, on the main queue
+
+
 class Queue(Protocol):
     """At-least-once queue with visibility timeouts, like SQS.
 
@@ -81,6 +92,18 @@ class Queue(Protocol):
         configured): the caller must then leave ``message`` to the queue's own
         redrive policy instead of deleting it. Never deletes ``message``.
         """
+        ...
+
+    async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, oldest first where the backend knows; none is
+        removed. ``ConfigError`` when dead letters are not afpipe's to keep (SQS
+        without a DLQ: the queue's own redrive policy holds them)."""
+        ...
+
+    async def redrive(self, limit: int) -> int:
+        """Move up to ``limit`` dead letters back onto this queue; how many moved. One
+        leaves the dead letters only once the queue has it (at worst it is there twice,
+        which loads deduplicate)."""
         ...
 
     async def ping(self) -> None:

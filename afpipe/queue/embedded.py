@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
 import trio
 
-from afpipe.queue.base import MAX_BATCH_ENTRIES, ReceivedMessage
+from afpipe.queue.base import MAX_BATCH_ENTRIES, DeadLetter, ReceivedMessage
 from afpipe.sqlite import ThreadedConnection, connect, transaction
 
 # Other processes' sends are seen by polling the file this often during a long poll.
@@ -45,15 +44,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL NOT NULL
 );
 """
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    seq: int
-    message_id: str
-    reason: str
-    receive_count: int
-    dead_at_s: float
-    body: str
 
 
 def _split_handle(handle: str) -> tuple[int, str]:
@@ -148,12 +138,15 @@ class EmbeddedQueue:
     async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
         rows = await self._db.run(
             lambda conn: conn.execute(
-                "SELECT seq, message_id, reason, receive_count, dead_at, body"
+                "SELECT message_id, body, reason, receive_count, dead_at"
                 " FROM dead_letters ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
         )
-        return [DeadLetter(*row) for row in rows]
+        return [
+            DeadLetter(message_id, body, reason, count, at_s, source_message_id=message_id)
+            for message_id, body, reason, count, at_s in rows
+        ]
 
     async def redrive(self, limit: int) -> int:
         """Move up to ``limit`` dead letters back onto the queue, oldest first."""

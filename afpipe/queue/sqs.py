@@ -19,7 +19,8 @@ from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
 from afpipe.aws.sqs_api import SqsMessage
 from afpipe.errors import AfpipeError, ConfigError, PermanentError, RefusedContent, TransientError
-from afpipe.queue.base import EntriesFailed, ReceivedMessage
+from afpipe.queue import sqs_dead_letters
+from afpipe.queue.base import DeadLetter, EntriesFailed, ReceivedMessage
 
 logger = logging.getLogger("afpipe.sqs")
 
@@ -142,6 +143,19 @@ class SqsQueue:
             "GetQueueAttributes", {"QueueUrl": self.url, "AttributeNames": ["All"]}
         )
         return {str(k): str(v) for k, v in result.get("Attributes", {}).items()}
+
+    async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
+        return await sqs_dead_letters.peek_dead_letters(self._dead_letter_queue(), limit)
+
+    async def redrive(self, limit: int) -> int:
+        return await sqs_dead_letters.redrive(self._dead_letter_queue(), self, limit)
+
+    def _dead_letter_queue(self) -> SqsQueue:
+        if self.dlq_url is None:
+            raise ConfigError(
+                "AFPIPE_DLQ_URL: not set; the queue's own redrive policy holds dead letters"
+            )
+        return SqsQueue(self._aws, self._service, self.dlq_url)
 
     async def ping(self) -> None:
         await self.attributes()

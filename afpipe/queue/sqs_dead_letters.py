@@ -1,28 +1,19 @@
-"""The SQS dead-letter queue, as `afpipe dlq` sees it: peek (with reasons) and redrive."""
+"""The SQS dead-letter queue (AFPIPE_DLQ_URL): peek (with reasons) and redrive, for
+``SqsQueue.peek_dead_letters`` and ``SqsQueue.redrive``."""
 
 from __future__ import annotations
 
 import logging
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from afpipe.aws import sqs_api
 from afpipe.aws.sqs_api import SqsMessage
-from afpipe.queue.base import group_by_size
-from afpipe.queue.sqs import SqsQueue
+from afpipe.queue.base import DeadLetter, group_by_size
+
+if TYPE_CHECKING:  # SqsQueue's peek and redrive call these
+    from afpipe.queue.sqs import SqsQueue
 
 logger = logging.getLogger("afpipe.sqs")
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A message on the dead-letter queue, as `afpipe dlq peek` shows it."""
-
-    message_id: str
-    body: str
-    reason: str  # empty when something other than afpipe put it there (redrive policy)
-    source_message_id: str
-    source_receive_count: int
-    dead_lettered_at_s: float
 
 
 async def peek_dead_letters(
@@ -84,7 +75,7 @@ def _dead_letter(message: SqsMessage) -> DeadLetter:
         message_id=message.message_id,
         body=message.body,
         reason=message.attribute(sqs_api.REASON_ATTRIBUTE),
-        source_message_id=message.attribute(sqs_api.SOURCE_ID_ATTRIBUTE),
-        source_receive_count=int(count) if count.isdigit() else 0,
+        receive_count=int(count) if count.isdigit() else 0,
         dead_lettered_at_s=message.sent_at_s,
+        source_message_id=message.attribute(sqs_api.SOURCE_ID_ATTRIBUTE),
     )
