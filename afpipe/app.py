@@ -20,7 +20,9 @@ from afpipe import drain as drain_plan
 from afpipe.aws import AwsClient
 from afpipe.config import Settings, redacted
 from afpipe.health import Health
-from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.http.app import create_app
+from afpipe.http.config import IngestConfig
+from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.instrumented import InstrumentedQueue, InstrumentedWarehouse
 from afpipe.notify import Notifier
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S, ConsumerConfig

@@ -22,7 +22,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from afpipe.config import defaults
-from afpipe.ingest import WEBHOOK, hypercorn_config
+from afpipe.http.routes import WEBHOOK
+from afpipe.http.server import hypercorn_config
 
 ANSWER = b'{"success":true}'
 

@@ -27,14 +27,16 @@ import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from afpipe import webhook
 from afpipe.aws import AwsClient, CredentialCache, static_credentials
 from afpipe.aws.redshift_data import Target
 from afpipe.aws.service import redshift_data_service
 from afpipe.codec import decode_body
 from afpipe.event import from_payload, to_row
 from afpipe.health import Health
-from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.http.app import create_app
+from afpipe.http.config import IngestConfig
+from afpipe.http.payloads import token_matches
+from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.producer import Producer
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from tests.daemon import afpipe_process
@@ -464,10 +466,10 @@ def test_the_token_compare_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> 
     ]
     for presented, expected in cases:
         before = len(calls)
-        assert webhook.token_matches(token, presented) is expected
+        assert token_matches(token, presented) is expected
         # Every compare goes through hmac.compare_digest, and both forms are always compared.
         assert len(calls) - before == 2, presented
-    assert webhook.token_matches(token, None) is False
+    assert token_matches(token, None) is False
     # No early exit on a length mismatch or a prefix: it is all bytes to compare_digest.
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
 

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from afpipe import metrics
-from afpipe.http_observer import HttpObserver
+from afpipe.http.inflight import RequestsInFlight
+from afpipe.http.observer import HttpObserver
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -32,7 +33,7 @@ async def call(observer: HttpObserver, path: str) -> None:
 async def test_access_log_can_be_off_or_on(
     caplog: pytest.LogCaptureFixture, sample: float, expected: int
 ) -> None:
-    observer = HttpObserver(app, access_log_sample=sample)
+    observer = HttpObserver(app, RequestsInFlight(), access_log_ratio=sample)
     with caplog.at_level(logging.INFO, logger="afpipe.access"):
         for _ in range(20):
             await call(observer, "/health")
@@ -43,7 +44,7 @@ async def test_access_log_can_be_off_or_on(
 
 
 async def test_sampled_access_log_logs_some(caplog: pytest.LogCaptureFixture) -> None:
-    observer = HttpObserver(app, access_log_sample=0.5)
+    observer = HttpObserver(app, RequestsInFlight(), access_log_ratio=0.5)
     with caplog.at_level(logging.INFO, logger="afpipe.access"):
         for _ in range(400):
             await call(observer, "/health")
@@ -52,11 +53,11 @@ async def test_sampled_access_log_logs_some(caplog: pytest.LogCaptureFixture) ->
 
 
 async def test_unknown_paths_share_one_label_and_in_flight_returns_to_zero() -> None:
-    observer = HttpObserver(app, access_log_sample=0)
+    observer = HttpObserver(app, RequestsInFlight(), access_log_ratio=0)
     before = metrics.HTTP_REQUESTS.labels("other", "204")._value.get()
     for n in range(5):
         await call(observer, f"/scan/{n}")
     assert metrics.HTTP_REQUESTS.labels("other", "204")._value.get() == before + 5
-    assert observer.count == 0
+    assert observer.in_flight.requests == 0
     with trio.fail_after(1):
-        await observer.wait_idle()
+        await observer.in_flight.wait_idle()

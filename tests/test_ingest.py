@@ -13,7 +13,9 @@ import trio
 from afpipe.config import defaults
 from afpipe.errors import TransientError
 from afpipe.health import Health
-from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.http.app import create_app
+from afpipe.http.config import IngestConfig
+from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.producer import Producer
 
 KEEP_ALIVE_TIMEOUT_S = float(defaults()["AFPIPE_KEEP_ALIVE_TIMEOUT_S"])

@@ -27,10 +27,13 @@ from afpipe import config, memory
 from afpipe.codec import decode_body, encode_event
 from afpipe.errors import Overloaded
 from afpipe.health import Health
-from afpipe.ingest import IngestApp, IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.http.app import IngestApp, create_app
+from afpipe.http.config import IngestConfig
+from afpipe.http.inflight import RequestsInFlight
+from afpipe.http.responses import LINGER_S
+from afpipe.http.server import hypercorn_config, serve_ingest
+from afpipe.http.webhook import Webhook
 from afpipe.producer import EVENT_OVERHEAD_BYTES, Producer, pending_cost_bytes
-from afpipe.webhook_asgi import Webhook
-from afpipe.webhook_body import LINGER_S
 from tests.test_ingest import ScriptedQueue
 
 HOOK = "/webhook/appsflyer"
@@ -177,7 +180,7 @@ async def test_slow_tokenless_clients_never_take_capacity_from_good_ones() -> No
     assert sorted(e["n"] for e in server.events()) == sorted(
         w * 100 + n for w in range(4) for n in range(10)
     )
-    assert server.webhook.inflight == 0 and server.webhook.bodies.held_bytes == 0
+    assert server.webhook.in_flight.admitted == 0 and server.webhook.bodies.held_bytes == 0
 
 
 @pytest.mark.parametrize(
@@ -360,7 +363,7 @@ async def test_an_answer_at_once_completes_with_hypercorns_body_channel_full(
     scope: dict[str, Any] = {"type": "http", "method": "POST", "path": HOOK, "headers": headers}
     scope |= {"query_string": b"", "client": ("192.0.2.1", 1)}
     with trio.fail_after(3600):
-        await Webhook(producer, limits)(scope, take.receive, send)
+        await Webhook(producer, limits, RequestsInFlight())(scope, take.receive, send)
     (start_s, start), (body_s, body), (end_s, end) = sent
     assert start["status"] == expected and start_s == body_s == 0  # answered at once
     assert json.loads(body["body"])["success"] is False and body["more_body"] is True

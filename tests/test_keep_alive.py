@@ -19,7 +19,9 @@ import trio.testing
 
 from afpipe import config
 from afpipe.health import Health
-from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
+from afpipe.http.app import create_app
+from afpipe.http.config import IngestConfig
+from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.producer import Producer
 from tests.test_ingest import ScriptedQueue
 

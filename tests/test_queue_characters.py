@@ -22,11 +22,11 @@ from afpipe.codec import BODY_OVERHEAD_BYTES, EncodedEvent, decode_body, encode_
 from afpipe.errors import PermanentError, RefusedContent
 from afpipe.event import from_payload
 from afpipe.health import Health
-from afpipe.ingest import create_app
+from afpipe.http.app import create_app
+from afpipe.http.config import IngestConfig
 from afpipe.producer import Producer, Ticket
 from afpipe.queue.base import EntriesFailed
 from afpipe.queue.sqs import SqsQueue
-from afpipe.webhook_asgi import IngestConfig
 from tests.fakes import FakeQueue
 from tests.fixtures.moto import receive_at_least, sqs_depth
 

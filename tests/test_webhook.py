@@ -1,4 +1,4 @@
-"""afpipe.webhook: every bad request maps to a BadRequest (400/413); token compare."""
+"""afpipe.http.payloads: every bad request maps to a BadRequest (400/413); token compare."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from afpipe.codec import BODY_OVERHEAD_BYTES, decode_body, encode_body
 from afpipe.event import from_payload
-from afpipe.webhook import (
+from afpipe.http.payloads import (
     BadRequest,
     encode_all,
     payload_from_query,

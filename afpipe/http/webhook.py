@@ -5,7 +5,7 @@ Quart builds an app and a request context, werkzeug ``Headers`` and a
 For ``/webhook/appsflyer``, which takes all of the traffic, that was most of
 the gap between afpipe and the bare stack (docs/benchmarks.md), so the route
 is served here straight from the ASGI scope. Everything else (``/health``,
-``/ready``, ``/metrics``, ``/api/hello``, errors) stays on Quart.
+``/ready``, ``/metrics``, ``/api/hello``, errors) stays on Quart (``app``).
 
 The answers are the same as the Quart route gave: the old service's JSON
 shapes, 503 + Retry-After when the queue cannot take the events, 413 past
@@ -15,123 +15,98 @@ Refused requests never take capacity from good ones: a wrong method, a source
 outside the allow-list, a missing token and a full house are all decided from
 the request's head, answered at once without reading the body, and the
 connection is closed; only admitted requests count against
-``max_inflight_requests`` and read bodies (webhook_body's budget).
+``max_inflight_requests`` (``RequestsInFlight.admitted``) and read bodies
+(``body``'s budget).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 from afpipe import metrics
 from afpipe.codec import EncodedEvent
 from afpipe.errors import AfpipeError, Overloaded, RefusedContent
-from afpipe.producer import Producer, pending_cost_bytes, wait_ticket
-from afpipe.sources import allowed, parse_networks
-from afpipe.webhook import (
+from afpipe.http.body import BodyBudget, BodyProgress, Gone, Scope, header, read_body
+from afpipe.http.config import IngestConfig
+from afpipe.http.inflight import RequestsInFlight
+from afpipe.http.payloads import (
     BadRequest,
     encode_all,
     payload_from_query,
     payloads_from_json,
     token_matches,
 )
-from afpipe.webhook_body import (
+from afpipe.http.responses import (
     CLOSE,
-    BodyBudget,
-    BodyProgress,
-    Gone,
-    Headers,
+    Answer,
     Refused,
-    Scope,
-    header,
+    error_answer,
+    json_answer,
+    now_iso,
     overloaded,
-    read_body,
     respond,
     respond_then_close,
 )
+from afpipe.http.routes import ROUTES, WEBHOOK, allow
+from afpipe.producer import Producer, pending_cost_bytes, wait_ticket
+from afpipe.sources import allowed
 
 log = logging.getLogger("afpipe.ingest")
 
-WEBHOOK = "/webhook/appsflyer"
 RETRY_AFTER_UNAVAILABLE_S = 5
-
-
-class IngestConfig:
-    def __init__(
-        self,
-        *,
-        max_body_bytes: int,
-        max_message_bytes: int,
-        enqueue_timeout_s: float,
-        token: str = "",
-        token_header: str = "Authorization",
-        consumer_enabled: bool = True,
-        allowed_cidrs: str = "",
-        trusted_proxies: str = "",
-        max_inflight_requests: int = 128,
-        max_body_buffer_bytes: int = 16 * 1024 * 1024,
-        body_timeout_s: float = 30.0,
-    ) -> None:
-        self.max_inflight_requests = max_inflight_requests
-        self.max_body_buffer_bytes = max_body_buffer_bytes
-        self.body_timeout_s = body_timeout_s
-        self.allowed_networks = parse_networks(allowed_cidrs)
-        self.trusted_proxies = parse_networks(trusted_proxies)
-        self.max_body_bytes = max_body_bytes
-        self.max_message_bytes = max_message_bytes
-        self.enqueue_timeout_s = enqueue_timeout_s
-        self.token = token
-        self.token_header = token_header
-        self.consumer_enabled = consumer_enabled
-
-
-def now_iso() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+_METHODS = ROUTES[WEBHOOK]
+_ALLOW = (b"allow", allow(WEBHOOK).encode("ascii"))
 
 
 class Webhook:
     """``POST|GET /webhook/appsflyer`` as an ASGI app (``scope["type"] == "http"``)."""
 
-    def __init__(self, producer: Producer, config: IngestConfig) -> None:
+    def __init__(
+        self, producer: Producer, config: IngestConfig, in_flight: RequestsInFlight
+    ) -> None:
         self.producer = producer
         self.config = config
-        self.inflight = 0  # admitted requests being handled
+        self.in_flight = in_flight
         self.bodies = BodyBudget(config.max_body_buffer_bytes)
         self._token_header = config.token_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         body = BodyProgress(scope)
         try:
-            self._admit(scope)
-            self.inflight += 1
-            try:
-                status, answer = 200, await self._handle(scope, receive, body)
-            finally:
-                self.inflight -= 1
-            headers: Headers = []
+            answer = await self._answer(scope, receive, body)
         except Gone:
             return
+        if body.complete:
+            await respond(send, answer)
+        else:
+            await respond_then_close(send, receive, answer)
+
+    async def _answer(self, scope: Scope, receive: Any, body: BodyProgress) -> Answer:
+        in_flight = self.in_flight
+        try:
+            self._admit(scope)
+            in_flight.admitted += 1
+            try:
+                result = await self._handle(scope, receive, body)
+            finally:
+                in_flight.admitted -= 1
+        except Gone:
+            raise
         except Refused as refused:
             if refused.reason:
                 metrics.EVENTS_REJECTED.labels(refused.reason).inc()
-            status, answer = refused.status, {"success": False, "error": str(refused)}
-            headers = refused.headers
+            return refused.answer()
         except Exception:  # a bug: answer like a framework would, and say where
             log.exception("webhook failed")
-            status, answer, headers = 500, {"success": False, "error": "internal error"}, []
-        if body.complete:
-            await respond(send, status, answer, headers)
-        else:
-            await respond_then_close(send, receive, status, answer, headers)
+            return error_answer(500, "internal error")
+        return json_answer(200, result)
 
     def _admit(self, scope: Scope) -> None:
         """Refuse from the request's head alone, before any work or read."""
-        if scope["method"] not in ("POST", "GET"):
-            allow = (b"allow", b"GET, POST")
-            raise Refused(405, "method not allowed: use POST or GET", [allow, CLOSE])
+        if scope["method"] not in _METHODS:
+            raise Refused(405, "method not allowed: use POST or GET", [_ALLOW, CLOSE])
         config = self.config
         if config.allowed_networks and not self._source_allowed(scope):
             raise Refused(403, "source address not allowed", [CLOSE], "forbidden")
@@ -139,7 +114,7 @@ class Webhook:
             raise Refused(401, "missing or invalid token", [CLOSE], "unauthorized")
         # Shed before any work: under CPU overload the producer's own bound is never
         # reached, requests would just queue up in memory and in the kernel.
-        if self.inflight >= config.max_inflight_requests:
+        if self.in_flight.admitted >= config.max_inflight_requests:
             raise overloaded("too many requests in flight")
 
     async def _handle(self, scope: Scope, receive: Any, body: BodyProgress) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """ASGI wrapper around the app: requests in flight, per-route metrics, access log.
 
-Counting requests in flight lets the drain end as soon as none is left:
-hypercorn's graceful shutdown otherwise waits for every connection to close,
-which keep-alive clients can stretch to the whole graceful timeout.
+Every HTTP request is counted in flight (``RequestsInFlight.requests``) from
+here, so the drain can end as soon as none is left: hypercorn's graceful
+shutdown otherwise waits for every connection to close, which keep-alive
+clients can stretch to the whole graceful timeout.
 """
 
 from __future__ import annotations
@@ -12,30 +13,26 @@ import random
 import time
 from typing import Any
 
-import trio
-
 from afpipe import metrics
+from afpipe.http.inflight import RequestsInFlight
+from afpipe.http.routes import ROUTES
 
-access_log = logging.getLogger("afpipe.access")
-
-KNOWN_ROUTES = frozenset({"/webhook/appsflyer", "/health", "/ready", "/api/hello", "/metrics"})
+access_logger = logging.getLogger("afpipe.access")
 
 
 class HttpObserver:
-    def __init__(self, app: Any, *, access_log_sample: float = 1.0) -> None:
+    def __init__(
+        self, app: Any, in_flight: RequestsInFlight, *, access_log_ratio: float = 1.0
+    ) -> None:
         self.app = app
-        self.access_log_sample = access_log_sample
-        self.count = 0
-        self._idle = trio.Event()
-        self._idle.set()
+        self.in_flight = in_flight
+        self.access_log_ratio = access_log_ratio  # the share of requests logged, 0 to 1
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.count += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
+        self.in_flight.start()
         status = [500]
         started = time.perf_counter()
 
@@ -47,18 +44,16 @@ class HttpObserver:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            self.count -= 1
-            if self.count == 0:
-                self._idle.set()
+            self.in_flight.end()
             self._record(scope, status[0], time.perf_counter() - started)
 
     def _record(self, scope: Any, status: int, elapsed_s: float) -> None:
         path = scope.get("path", "")
-        route = path if path in KNOWN_ROUTES else "other"  # bounded label values
+        route = path if path in ROUTES else "other"  # bounded label values
         metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-        sample = self.access_log_sample
-        if sample >= 1 or (sample > 0 and random.random() < sample):
-            access_log.info(
+        ratio = self.access_log_ratio
+        if ratio >= 1 or (ratio > 0 and random.random() < ratio):
+            access_logger.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
@@ -68,7 +63,3 @@ class HttpObserver:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
-
-    async def wait_idle(self) -> None:
-        while self.count:
-            await self._idle.wait()

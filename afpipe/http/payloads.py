@@ -1,4 +1,4 @@
-"""Webhook request parsing: bytes or query args -> payloads; pure, no I/O.
+"""Webhook request parsing: bytes or query args -> payloads, and the token check; pure, no I/O.
 
 Every way a request can be wrong maps to a ``BadRequest`` with the status to
 answer (400, 413); such a request is never enqueued.

@@ -1,0 +1,1 @@
+"""HTTP ingest: the webhook (bare ASGI) and the other routes (Quart) on hypercorn."""
