@@ -117,7 +117,7 @@ def _leaf(exc: BaseException, *kinds: type[BaseException]) -> BaseException | No
 
 
 def _serve(settings: config.Settings, args: argparse.Namespace) -> int:
-    from afpipe.app import run
+    from afpipe.supervisor import run
 
     ingest = not args.no_ingest
     consume = settings.enable_sqs_consumer

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from afpipe.app import consumer_config
+from afpipe.assembly import consumer_config
 from afpipe.codec import decode_body
 from afpipe.config import Settings, defaults
 from afpipe.event import Event, from_payload

@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from afpipe import config
-from afpipe.app import consumer_config
+from afpipe.assembly import consumer_config
 from afpipe.errors import ConfigError
 from afpipe.health import Health
 from afpipe.pipeline.batching import Held
