@@ -11,9 +11,8 @@ from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
 from afpipe.queue.sqs_dead_letters import peek_dead_letters, redrive
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift import RedshiftWarehouse
-from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
+from afpipe.warehouse.redshift import RedshiftWarehouse, sql
+from afpipe.warehouse.redshift.sql import EXPECTED_COLUMNS
 
 
 async def check(settings: Settings) -> int:

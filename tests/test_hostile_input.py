@@ -29,14 +29,13 @@ from hypothesis import strategies as st
 
 from afpipe import webhook
 from afpipe.aws import AwsClient, CredentialCache, static_credentials
-from afpipe.aws.redshift_data import Target
 from afpipe.aws.service import redshift_data_service
 from afpipe.codec import decode_body
 from afpipe.event import from_payload, to_row
 from afpipe.health import Health
 from afpipe.ingest import IngestConfig, create_app, hypercorn_config, serve_ingest
 from afpipe.producer import Producer
-from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift import RedshiftWarehouse, Target
 from tests.daemon import afpipe_process
 from tests.emulators.redshift_data import (
     TEST_CLUSTER,

@@ -1,7 +1,7 @@
 """Several 100 KB SQL texts per BatchExecuteStatement when the Data API allows it (#13).
 
 AWS documents 100 KB per SQL text, not whether the texts of one call count
-together. The packing under either limit is pure (``redshift_sql``); the
+together. The packing under either limit is pure (``sql``); the
 warehouse starts with the per-text limit, falls back to the total one when the
 Data API refuses a call of more than 100 KB for its size, and remembers it.
 Against the emulator in both of its modes (``Settings.batch_limit``).
@@ -23,11 +23,8 @@ from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import S3Endpoint
 from afpipe.errors import PermanentError, TransientError
 from afpipe.event import Event, Row, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift import PER_TEXT, TOTAL, RedshiftWarehouse
-from afpipe.warehouse.redshift_copy import Staging
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift import RedshiftWarehouse, Stager, Staging, copy, sql
+from afpipe.warehouse.redshift.warehouse import PER_TEXT, TOTAL
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.moto import MOTO_REGION
 from tests.fixtures.redshift import EMULATOR_SETTINGS, checked, settings_with_s3, start_emulator

@@ -10,18 +10,16 @@ from typing import Any
 
 import pytest
 
-from afpipe.aws.redshift_data import (
+from afpipe.errors import TransientError
+from afpipe.event import Row, from_payload, to_row
+from afpipe.warehouse.redshift import Staging, copy, sql
+from afpipe.warehouse.redshift.data_api import (
     ABORTED,
     CONFLICT,
     FAILED,
     StatementDataError,
     StatementResult,
 )
-from afpipe.errors import TransientError
-from afpipe.event import Row, from_payload, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift_copy import Staging
 from tests.emulators.redshift.lexer import Kind, significant, tokenize
 
 TABLE = sql.table_name("analytics.appsflyer_events")

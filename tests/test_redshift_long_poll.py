@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 from afpipe.aws import AwsClient, CredentialCache, RetryPolicy, static_credentials
-from afpipe.aws.redshift_data import LONG_POLL_S, TIMED_OUT, RedshiftData
 from afpipe.errors import TransientError
+from afpipe.warehouse.redshift.data_api import LONG_POLL_S, TIMED_OUT, RedshiftData
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.test_redshift_warehouse import (
     FAKE_SERVICE,

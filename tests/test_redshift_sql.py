@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from afpipe.errors import ConfigError
 from afpipe.event import Row
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift_sql import SqlLimits, TableName
+from afpipe.warehouse.redshift import sql
+from afpipe.warehouse.redshift.sql import SqlLimits, TableName
 from tests.emulators.redshift.lexer import Kind, significant, tokenize
 from tests.emulators.redshift.translate import translate
 

@@ -21,7 +21,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from afpipe.aws import AwsClient, AwsService, CredentialCache, RetryPolicy, static_credentials
-from afpipe.aws.redshift_data import (
+from afpipe.aws.service import redshift_data_service
+from afpipe.errors import ConfigError, PermanentError, TransientError
+from afpipe.event import Event, from_payload, to_row
+from afpipe.warehouse.redshift import RedshiftWarehouse, sql
+from afpipe.warehouse.redshift.data_api import (
     ABORTED,
     CONFLICT,
     FAILED,
@@ -31,11 +35,6 @@ from afpipe.aws.redshift_data import (
     Target,
     UnclassifiedStatementError,
 )
-from afpipe.aws.service import redshift_data_service
-from afpipe.errors import ConfigError, PermanentError, TransientError
-from afpipe.event import Event, from_payload, to_row
-from afpipe.warehouse import redshift_sql
-from afpipe.warehouse.redshift import RedshiftWarehouse
 from tests.emulators.redshift_data import (
     TEST_CLUSTER,
     TEST_DATABASE,
@@ -362,7 +361,7 @@ async def test_ensure_table_is_idempotent_and_has_the_expected_columns(
         assert await warehouse.columns() == []
         await warehouse.ensure_table()
         await warehouse.ensure_table()
-        assert await warehouse.columns() == redshift_sql.EXPECTED_COLUMNS
+        assert await warehouse.columns() == sql.EXPECTED_COLUMNS
         await warehouse.ping()
         await warehouse.aclose()
 
@@ -437,7 +436,7 @@ async def test_bisection_rejects_exactly_the_rows_redshift_refuses(
     redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
     warehouse = warehouse_on(redshift_emulator, aws_client)
-    narrow = redshift_sql.create_table_sql(warehouse.table).replace(
+    narrow = sql.create_table_sql(warehouse.table).replace(
         "event_name VARCHAR(255)", "event_name VARCHAR(12)"
     )
     events = [event(n) for n in range(31)]
@@ -449,7 +448,7 @@ async def test_bisection_rejects_exactly_the_rows_redshift_refuses(
         result = await warehouse.load([*events[:7], too_long, *events[7:], nul])
     assert result.loaded == 31
     assert [r.event for r in result.rejected] == [nul, too_long]
-    assert result.rejected[0].reason == redshift_sql.NUL_REASON
+    assert result.rejected[0].reason == sql.NUL_REASON
     assert "ERROR: value too long for type character varying(12)" in result.rejected[1].reason
     assert counts(redshift_emulator) == (31, 31)
 
@@ -510,7 +509,7 @@ async def test_a_refused_request_is_not_retried_nor_bisected(
     redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
     # Limits above the Data API's: the emulator answers ValidationException.
-    limits = redshift_sql.SqlLimits(max_sql_bytes=300_000, max_batch_sql_bytes=300_000)
+    limits = sql.SqlLimits(max_sql_bytes=300_000, max_batch_sql_bytes=300_000)
     warehouse = warehouse_on(redshift_emulator, aws_client, limits=limits)
     with trio.fail_after(20):
         await warehouse.ensure_table()

@@ -2,13 +2,13 @@
 
 A batch is staged into a temp table of a Data API session in as few calls as
 the Data API's limits allow, then merged into the target in one call of that
-session, idempotent on ``id`` (``redshift_sql``). A load that FAILED for a data
+session, idempotent on ``id`` (``sql``). A load that FAILED for a data
 reason is bisected (``load_isolating``) down to the offending events, which
 come back as ``Rejected`` with Redshift's error text; the rest commit. Every
 merge first LOCKs afpipe's own lock table, so merges from any number of
 processes run one after another and each dedups in a snapshot that sees the
 previous load's rows: exactly once under SNAPSHOT and SERIALIZABLE isolation
-alike (the argument is in ``redshift_sql``). Staging takes no lock: the writers
+alike (the argument is in ``sql``). Staging takes no lock: the writers
 of this process and of others stage side by side, and only the merge (two
 statements) is serialised. This process's writers also queue among themselves
 before submitting a merge, so they wait here rather than in Redshift holding a
@@ -20,7 +20,7 @@ stage is emptied, not created again); one whose call failed, timed out or was
 cancelled is left to close by itself (``SESSION_KEEP_ALIVE_S``).
 
 With a ``Stager`` (S3 staging on), rows that do not fit in one inline text of
-100 KB are staged by one COPY from S3 instead (``redshift_copy``); each attempt
+100 KB are staged by one COPY from S3 instead (``copy``); each attempt
 of the bisection chooses again, so halves that fit inline fail, if at all,
 with Redshift's own reason for the row.
 
@@ -44,7 +44,13 @@ import trio
 
 from afpipe import metrics
 from afpipe.aws.client import AwsClient
-from afpipe.aws.redshift_data import (
+from afpipe.aws.service import AwsService
+from afpipe.errors import PermanentError, TransientError
+from afpipe.event import Event, Row, to_row
+from afpipe.warehouse.base import LoadResult, Rejected
+from afpipe.warehouse.isolate import load_isolating
+from afpipe.warehouse.redshift import copy, sql
+from afpipe.warehouse.redshift.data_api import (
     CONFLICT,
     FAILED,
     RedshiftData,
@@ -54,14 +60,7 @@ from afpipe.aws.redshift_data import (
     Target,
     UnclassifiedStatementError,
 )
-from afpipe.aws.service import AwsService
-from afpipe.errors import PermanentError, TransientError
-from afpipe.event import Event, Row, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.base import LoadResult, Rejected
-from afpipe.warehouse.isolate import load_isolating
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift.staging import Stager
 
 logger = logging.getLogger("afpipe.redshift")
 
@@ -73,7 +72,7 @@ TOTAL = "total"  # 100 KB for all the SQL texts of a call together
 _MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
 # How long the Data API keeps a load's session open after its last statement: a
 # writer's next load reuses it (and its stage) well within that; one left idle
-# closes by itself. Sessions are used for 3/4 of it (redshift_data.Session).
+# closes by itself. Sessions are used for 3/4 of it (data_api.Session).
 SESSION_KEEP_ALIVE_S = 120
 
 
@@ -83,7 +82,7 @@ class RedshiftWarehouse:
     ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
-    range the dedup looks at (``redshift_sql.insert_new_sql``); ``stager``
+    range the dedup looks at (``sql.insert_new_sql``); ``stager``
     turns on COPY from S3 for what does not fit one inline transaction;
     ``limits`` fixes the Data API's limits instead of learning its batch limit.
     """
@@ -159,7 +158,7 @@ class RedshiftWarehouse:
 
     async def columns(self) -> list[tuple[str, str]]:
         """The target's columns in order, types as ``svv_columns`` names them
-        (compare with ``redshift_sql.EXPECTED_COLUMNS``); empty if no table."""
+        (compare with ``sql.EXPECTED_COLUMNS``); empty if no table."""
         records = await self.data.query(
             "SELECT column_name, data_type, character_maximum_length FROM svv_columns"
             " WHERE table_schema = :schema AND table_name = :table ORDER BY ordinal_position",
@@ -251,7 +250,7 @@ class RedshiftWarehouse:
 
     async def _load(self, rows: list[Row]) -> int:
         """Stage ``rows`` in a session, then merge them under the lock in one call
-        of that session (``redshift_sql``): inline, or by COPY with staging on when
+        of that session (``sql``): inline, or by COPY with staging on when
         they do not fit one 100 KB text. Only the merge queues behind other loads."""
         session = self._take_session()
         first = [sql.create_stage_sql() if session.fresh else sql.clear_stage_sql()]

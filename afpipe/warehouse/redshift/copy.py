@@ -2,11 +2,11 @@
 
 Inline SQL carries at most what the Data API's limits in force allow per
 transaction: 100 KB, or 40 texts of 100 KB where the Data API takes them
-(``redshift_sql.SqlLimits``; the warehouse learns which). Each text is a
+(``sql.SqlLimits``; the warehouse learns which). Each text is a
 statement of its own, and one COPY costs what one text does, so with staging
 on, rows that do not fit in ONE inline text of 100 KB, or a row too large for
 inline SQL, are staged by one COPY from one S3 object instead, then merged as
-inline loads are (``redshift_sql``):
+inline loads are (``sql``):
 
     CREATE TEMP TABLE afpipe_stage (...)    -- or DELETE FROM afpipe_stage
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
@@ -28,10 +28,15 @@ from datetime import datetime
 
 import msgspec
 
-from afpipe.aws.redshift_data import FAILED, StatementDataError, StatementResult, statement_error
 from afpipe.errors import AfpipeError, TransientError
 from afpipe.event import Row
-from afpipe.warehouse import redshift_sql as sql
+from afpipe.warehouse.redshift import sql
+from afpipe.warehouse.redshift.data_api import (
+    FAILED,
+    StatementDataError,
+    StatementResult,
+    statement_error,
+)
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # COPY's limit on one JSON object
 COPY_SOURCE = "CopySourceFailed"  # TransientError.code: the bucket, the role, the region
