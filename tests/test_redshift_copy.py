@@ -13,13 +13,19 @@ import pytest
 from afpipe.errors import TransientError
 from afpipe.event import Row, from_payload, to_row
 from afpipe.warehouse.redshift import Staging, copy, sql
-from afpipe.warehouse.redshift.data_api import (
+from afpipe.warehouse.redshift.errors import (
     ABORTED,
     CONFLICT,
+    COPY_SOURCE,
     FAILED,
+    CopySourceError,
+    StatementAborted,
+    StatementConflict,
     StatementDataError,
-    StatementResult,
+    StatementSystemError,
+    copy_statement_error,
 )
+from afpipe.warehouse.redshift.results import StatementResult
 from tests.emulators.redshift.lexer import Kind, significant, tokenize
 
 TABLE = sql.table_name("analytics.appsflyer_events")
@@ -208,9 +214,9 @@ def failed(error: str, status: str = "FAILED") -> StatementResult:
     ],
 )
 def test_a_copy_that_cannot_read_the_object_is_transient(error: str) -> None:
-    result = copy.copy_statement_error(failed(error))
-    assert isinstance(result, TransientError)
-    assert result.code == copy.COPY_SOURCE
+    result = copy_statement_error(failed(error))
+    assert isinstance(result, CopySourceError)
+    assert result.code == COPY_SOURCE
     assert error in str(result)
 
 
@@ -219,7 +225,7 @@ def test_a_copy_that_rejected_a_row_is_a_data_error() -> None:
         "ERROR: Load into table 'afpipe_stage' failed. "
         "Check 'sys_load_error_detail' system table for details."
     )
-    result = copy.copy_statement_error(failed(error))
+    result = copy_statement_error(failed(error))
     assert isinstance(result, StatementDataError)
     assert (str(result), result.code, result.request_id) == (error, FAILED, "stmt-1")
 
@@ -230,18 +236,18 @@ def test_a_copy_that_rejected_a_row_is_a_data_error() -> None:
         (
             "ERROR: 1023 DETAIL: Serializable isolation violation",
             "FAILED",
-            TransientError,
+            StatementConflict,
             CONFLICT,
         ),
-        ("Load into table 'afpipe_stage' failed", "ABORTED", TransientError, ABORTED),
+        ("Load into table 'afpipe_stage' failed", "ABORTED", StatementAborted, ABORTED),
         ("value too long for type character varying(255)", "FAILED", StatementDataError, FAILED),
-        ("connection reset by peer", "FAILED", TransientError, FAILED),
+        ("connection reset by peer", "FAILED", StatementSystemError, FAILED),
     ],
 )
 def test_other_failures_are_classified_as_inline_ones(
     error: str, status: str, kind: type[Exception], code: str
 ) -> None:
-    result = copy.copy_statement_error(failed(error, status))
+    result = copy_statement_error(failed(error, status))
     assert type(result) is kind
-    assert isinstance(result, TransientError | StatementDataError)
+    assert isinstance(result, TransientError | StatementDataError)  # for .code
     assert result.code == code

@@ -18,10 +18,9 @@ import trio
 
 from afpipe import admin
 from afpipe.aws import AwsClient
-from afpipe.errors import TransientError
 from afpipe.event import Event, to_row
 from afpipe.warehouse.redshift import RedshiftWarehouse, sql
-from afpipe.warehouse.redshift.data_api import TIMED_OUT
+from afpipe.warehouse.redshift.errors import StatementTimeout
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import EMULATOR_SETTINGS, make_redshift_data_client, start_emulator
 from tests.test_redshift_emulator_isolation import holding
@@ -90,9 +89,8 @@ async def test_a_load_committed_after_its_caller_gave_up_is_not_loaded_twice(
         emulator.set_cancel_loses_race(True)
         holder_sqls = ["LOCK public.afpipe_load_lock", *["SELECT 1"] * 15]  # ~1.6 s
         await trio.to_thread.run_sync(holding, client, holder_sqls)
-        with pytest.raises(TransientError) as timed_out:
+        with pytest.raises(StatementTimeout):
             await impatient.load(events)
-        assert timed_out.value.code == TIMED_OUT
         assert counts(emulator) == (0, 0)  # its merge still waits for the lock
         again = await retry.load(events)
         while emulator.active_statements():

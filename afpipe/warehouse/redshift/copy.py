@@ -16,41 +16,22 @@ inline loads are (``sql``):
 The object is gzip'd JSON lines: one object per row, keys the lower-case
 column names, text columns as JSON strings or null, and ``event_data`` the
 payload's canonical JSON itself (not a string holding it), which COPY loads
-into the SUPER column.
+into the SUPER column. A failed COPY is classified by ``errors.copy_statement_error``.
 """
 
 from __future__ import annotations
 
 import gzip
-import re
 from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 
-from afpipe.errors import AfpipeError, TransientError
 from afpipe.event import Row
 from afpipe.warehouse.redshift import sql
-from afpipe.warehouse.redshift.data_api import (
-    FAILED,
-    StatementDataError,
-    StatementResult,
-    statement_error,
-)
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # COPY's limit on one JSON object
-COPY_SOURCE = "CopySourceFailed"  # TransientError.code: the bucket, the role, the region
 _GZIP_LEVEL = 1  # the object lives for seconds: speed over size
-
-# A COPY that failed for these reasons failed before any row was read: not the rows' fault.
-_NOT_THE_ROWS = re.compile(
-    r"S3ServiceException|S3CurlException|access ?denied|not authorized to assume"
-    r"|assume ?role|IAM role|S3 prefix .* does not exist|specified (?:bucket|key) does not exist"
-    r"|NoSuchBucket|NoSuchKey|different region",
-    re.I,
-)
-# Redshift's answer when COPY rejected a row (details in sys_load_error_detail).
-_LOAD_ERROR = re.compile(r"Load into table '[^']*' failed|sys_load_error_detail|stl_load_errors")
 
 
 class Staging(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,19 +118,3 @@ def fits_inline(rows: Sequence[Row], table: sql.TableName) -> bool:
         return False
     calls = sql.stage_calls(rows, [sql.create_stage_sql()], limits)
     return len(calls) == 1 and len(calls[0].sqls) == 2
-
-
-def copy_statement_error(result: StatementResult) -> AfpipeError:
-    """The error a FAILED or ABORTED COPY transaction stands for.
-
-    The rows are at fault only when COPY says it rejected a row; a COPY that
-    could not read the object (missing, denied, role not assumable, wrong
-    region) leaves the batch queued for a retry instead of dead-lettering it.
-    """
-    if result.status == "FAILED":
-        if _NOT_THE_ROWS.search(result.error):
-            text = f"Redshift COPY {result.id} could not read the staged object: {result.error}"
-            return TransientError(text, code=COPY_SOURCE, request_id=result.id)
-        if _LOAD_ERROR.search(result.error):
-            return StatementDataError(result.error, code=FAILED, request_id=result.id)
-    return statement_error(result)

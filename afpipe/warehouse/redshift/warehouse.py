@@ -45,21 +45,21 @@ import trio
 from afpipe import metrics
 from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
-from afpipe.errors import PermanentError, TransientError
+from afpipe.errors import PermanentError
 from afpipe.event import Event, Row, to_row
 from afpipe.warehouse.base import LoadResult, Rejected
 from afpipe.warehouse.isolate import load_isolating
 from afpipe.warehouse.redshift import copy, sql
-from afpipe.warehouse.redshift.data_api import (
-    CONFLICT,
-    FAILED,
-    RedshiftData,
-    Session,
+from afpipe.warehouse.redshift.data_api import RedshiftData, Session, Target
+from afpipe.warehouse.redshift.errors import (
+    RefusedRequest,
+    StatementConflict,
     StatementDataError,
-    StatementResult,
-    Target,
+    UnclassifiedFailures,
     UnclassifiedStatementError,
+    copy_statement_error,
 )
+from afpipe.warehouse.redshift.results import StatementResult
 from afpipe.warehouse.redshift.staging import Stager
 
 logger = logging.getLogger("afpipe.redshift")
@@ -69,7 +69,6 @@ DEFAULT_MAX_UNCLASSIFIED_FAILURES = 5
 # RedshiftWarehouse.batch_limit once the Data API's answers told which applies:
 PER_TEXT = "per_text"  # 100 KB for each SQL text, up to 40 texts a call
 TOTAL = "total"  # 100 KB for all the SQL texts of a call together
-_MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
 # How long the Data API keeps a load's session open after its last statement: a
 # writer's next load reuses it (and its stage) well within that; one left idle
 # closes by itself. Sessions are used for 3/4 of it (data_api.Session).
@@ -121,8 +120,7 @@ class RedshiftWarehouse:
         self.stager = stager
         # A statement failing with a text afpipe does not know is retried this many
         # times (identical texts, across attempts), then treated as the rows' fault.
-        self.max_unclassified_failures = max_unclassified_failures
-        self._unclassified: dict[str, int] = {}  # Redshift's text -> failures seen
+        self._unclassified = UnclassifiedFailures(max_unclassified_failures)
         self._transactions = trio.Lock()  # this process's merges queue here first (see above)
         self._sessions: list[Session] = []  # open, idle, each with a stage: newest last
 
@@ -180,7 +178,7 @@ class RedshiftWarehouse:
         rows = {event.id: row for event, row in batch.stored.values()}
         attempt = functools.partial(self._attempt, rows)
         result = await load_isolating([event for event, _ in batch.stored.values()], attempt)
-        self._unclassified.clear()  # a load went through: count afresh
+        self._unclassified.clear()
         rejected = batch.rejected + result.rejected
         return LoadResult(
             loaded=result.loaded, rejected=rejected + _twins_of(rejected, batch.twins)
@@ -210,26 +208,18 @@ class RedshiftWarehouse:
         except StatementDataError:
             raise
         except UnclassifiedStatementError as exc:
-            if self._count_unclassified(exc.detail) < self.max_unclassified_failures:
+            verdict = self._unclassified.verdict(exc)
+            if verdict is None:
                 raise
             logger.warning(
                 "%s: the same unclassified failure %d times; taking it to be the rows': %s",
                 self.name,
-                self.max_unclassified_failures,
+                self._unclassified.limit,
                 exc.detail,
             )
-            raise StatementDataError(exc.detail, code=FAILED, request_id=exc.request_id) from exc
-        except PermanentError as exc:
-            # Refused as a request (validation, access, S3 denied): no row is at fault,
-            # so bisecting would dead-letter good events. Keep them queued instead.
-            raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
-
-    def _count_unclassified(self, detail: str) -> int:
-        """Failures with ``detail`` so far, this one included."""
-        seen = self._unclassified.get(detail, 0) + 1
-        if detail in self._unclassified or len(self._unclassified) < _MAX_UNCLASSIFIED_TEXTS:
-            self._unclassified[detail] = seen
-        return seen
+            raise verdict from exc
+        except PermanentError as exc:  # a refused request: keep the batch queued
+            raise RefusedRequest.of(exc) from exc
 
     def describe_batch_limit(self) -> str:
         """Which batch limit loads are planned with, and how afpipe knows (``afpipe check``)."""
@@ -325,7 +315,7 @@ class RedshiftWarehouse:
             metrics.STAGED_LOADS.labels(self.name).inc()
             logger.debug("%s: staging %d rows by COPY from %s", self.name, len(rows), key)
             sqls = [*first, copy.copy_sql(stager.staging, key)]
-            await self.data.run(sqls, classify=copy.copy_statement_error, session=session)
+            await self.data.run(sqls, classify=copy_statement_error, session=session)
 
     async def _run_retrying_conflicts(
         self, sqls: list[str], *, session: Session
@@ -337,9 +327,7 @@ class RedshiftWarehouse:
             try:
                 async with self._transactions:
                     return await self.data.run(sqls, session=session)
-            except TransientError as exc:
-                if exc.code != CONFLICT:
-                    raise
+            except StatementConflict as exc:
                 if not await self.data.aws.backoff(self.data.service, retry_index):
                     raise
                 logger.info("%s: retrying a load after a conflict: %s", self.name, exc)
