@@ -12,7 +12,7 @@ import pytest
 
 from afpipe.errors import TransientError
 from afpipe.event import Row, from_payload, to_row
-from afpipe.warehouse.redshift import Staging, copy, sql
+from afpipe.warehouse.redshift import Staging, copy, load_sql, sql
 from afpipe.warehouse.redshift.errors import (
     ABORTED,
     CONFLICT,
@@ -145,7 +145,7 @@ def test_the_object_is_deterministic() -> None:
 
 def test_with_staging_a_large_row_is_storable_up_to_four_megabytes() -> None:
     large = row(1, data=json.dumps({"blob": "x" * 200_000}))
-    assert sql.unstorable_reason(large, TABLE) is not None  # too large for inline SQL
+    assert load_sql.unstorable_reason(large, TABLE) is not None  # too large for inline SQL
     assert copy.unstorable_reason(large) is None
     fits = row(2, data=json.dumps({"b": "x" * (copy.MAX_LINE_BYTES - 300)}))
     assert len(copy.json_line(fits)) <= copy.MAX_LINE_BYTES
@@ -168,7 +168,7 @@ def test_rows_that_fit_one_inline_text_stay_inline() -> None:
 
 def test_rows_needing_two_inline_texts_go_through_s3() -> None:
     rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
-    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.TOTAL_LIMITS)) == 2
+    assert len(load_sql.stage_calls(rows, [sql.create_stage_sql()], sql.TOTAL_LIMITS)) == 2
     assert not copy.fits_inline(rows, TABLE)
     assert copy.fits_inline(rows[:40], TABLE)
 
@@ -177,7 +177,7 @@ def test_the_staging_decision_does_not_follow_the_batch_limit() -> None:
     """Each text is a statement: several cost more than one COPY, even where the
     Data API would take them in one call."""
     rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
-    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.PER_TEXT_LIMITS)) == 1
+    assert len(load_sql.stage_calls(rows, [sql.create_stage_sql()], sql.PER_TEXT_LIMITS)) == 1
     assert not copy.fits_inline(rows, TABLE)
 
 
@@ -187,7 +187,7 @@ def test_a_row_too_large_for_inline_sql_goes_through_s3() -> None:
     assert not copy.fits_inline([row(2), large, row(3)], TABLE)
     # just under the cheap bound, escaping pushes it over: still decided right
     quoted = row(4, data=json.dumps({"q": "'" * 60_000}))
-    assert sql.inline_size_reason(quoted, TABLE) is not None
+    assert load_sql.inline_size_reason(quoted, TABLE) is not None
     assert not copy.fits_inline([quoted], TABLE)
 
 

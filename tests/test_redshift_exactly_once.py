@@ -19,7 +19,7 @@ import trio
 from afpipe import admin
 from afpipe.aws import AwsClient
 from afpipe.event import Event, to_row
-from afpipe.warehouse.redshift import RedshiftWarehouse, sql
+from afpipe.warehouse.redshift import RedshiftWarehouse, load_sql, sql
 from afpipe.warehouse.redshift.errors import StatementTimeout
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import EMULATOR_SETTINGS, make_redshift_data_client, start_emulator
@@ -123,8 +123,8 @@ async def test_ensure_table_creates_the_lock_table_and_check_reports_the_level(
 def test_every_merge_locks_first_and_staging_never_touches_the_target() -> None:
     table = sql.table_name("analytics.events")
     rows = [to_row(event(n)) for n in range(3)]
-    lock, merge = sql.merge_sqls(table, rows, 60.0)
+    lock, merge = load_sql.merge_sqls(table, rows, 60.0)
     assert lock == 'LOCK "analytics"."afpipe_load_lock"'
     assert merge.startswith('INSERT INTO "analytics"."events"')  # the snapshot point
-    [call] = sql.stage_calls(rows, [sql.create_stage_sql()])
+    [call] = load_sql.stage_calls(rows, [sql.create_stage_sql()])
     assert not any("analytics" in text for text in call.sqls)  # the session's temp table

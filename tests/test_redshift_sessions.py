@@ -2,7 +2,7 @@
 
 A load stages its rows into a temp table of its session (as many calls as the
 rows need), then LOCKs afpipe's lock table and merges them in one more call of
-that session (``sql``). So the lock is held for two statements
+that session (``load_sql``). So the lock is held for two statements
 whatever the batch's size, and the writers of one process, and of several,
 stage side by side. A session that ended a load well is kept for the next one
 (its stage emptied); one whose call did not end well is never used again.

@@ -2,11 +2,11 @@
 
 Inline SQL carries at most what the Data API's limits in force allow per
 transaction: 100 KB, or 40 texts of 100 KB where the Data API takes them
-(``sql.SqlLimits``; the warehouse learns which). Each text is a
+(``sql.SqlLimits``; ``batch_limit`` learns which). Each text is a
 statement of its own, and one COPY costs what one text does, so with staging
 on, rows that do not fit in ONE inline text of 100 KB, or a row too large for
 inline SQL, are staged by one COPY from one S3 object instead, then merged as
-inline loads are (``sql``):
+inline loads are (``load_sql``):
 
     CREATE TEMP TABLE afpipe_stage (...)    -- or DELETE FROM afpipe_stage
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
@@ -28,7 +28,7 @@ from datetime import datetime
 import msgspec
 
 from afpipe.event import Row
-from afpipe.warehouse.redshift import sql
+from afpipe.warehouse.redshift import load_sql, sql
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # COPY's limit on one JSON object
 _GZIP_LEVEL = 1  # the object lives for seconds: speed over size
@@ -97,10 +97,9 @@ def unstorable_reason(row: Row) -> str | None:
 
 
 def copy_sql(staging: Staging, key: str) -> str:
-    columns = ", ".join(sql.COLUMNS)
     source = sql.literal(f"s3://{staging.bucket}/{key}")
     return (
-        f"COPY {sql.STAGE} ({columns}) FROM {source}"
+        f"COPY {sql.STAGE} ({sql.COLUMN_LIST}) FROM {source}"
         f" IAM_ROLE {sql.literal(staging.iam_role)} REGION {sql.literal(staging.region)}"
         " FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'"
     )
@@ -114,7 +113,7 @@ def fits_inline(rows: Sequence[Row], table: sql.TableName) -> bool:
     # A lower bound, cheap for a large batch: quoting and escaping only add bytes.
     if sum(len(row.event_data) + len(row.id) for row in rows) > limits.max_batch_sql_bytes:
         return False
-    if any(sql.inline_size_reason(row, table, limits) is not None for row in rows):
+    if any(load_sql.inline_size_reason(row, table, limits) is not None for row in rows):
         return False
-    calls = sql.stage_calls(rows, [sql.create_stage_sql()], limits)
+    calls = load_sql.stage_calls(rows, [sql.create_stage_sql()], limits)
     return len(calls) == 1 and len(calls[0].sqls) == 2
