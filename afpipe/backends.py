@@ -194,7 +194,7 @@ async def open_warehouse(
             table,
             name=which,
             statement_timeout_s=settings.redshift_statement_timeout_ms / 1000,
-            max_polls=settings.redshift_max_retries,
+            max_wait_s=settings.redshift_max_retries,
             dedup_window_s=settings.dedup_window_s,
             stager=stager(settings, aws),
             max_unclassified_failures=settings.max_unclassified_failures,

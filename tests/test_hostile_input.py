@@ -606,7 +606,7 @@ async def _load_hostile(emu: RedshiftDataEmulator, payloads: list[dict[str, Any]
     with trio.fail_after(30):
         async with AwsClient(credentials=credentials) as aws:
             warehouse = RedshiftWarehouse(
-                aws, service, TARGET, table, statement_timeout_s=10.0, max_polls=200
+                aws, service, TARGET, table, statement_timeout_s=10.0, max_wait_s=200
             )
             await warehouse.data.run("CREATE TABLE IF NOT EXISTS x (a INTEGER)")
             await warehouse.ensure_table()

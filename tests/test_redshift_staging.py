@@ -177,7 +177,7 @@ def warehouse(
     # learn it (test_redshift_batch_limits), so what goes inline is as the tests say.
     limits = sql.TOTAL_LIMITS
     return RedshiftWarehouse(
-        aws, DATA_API, TARGET, "appsflyer_events", max_polls=100, stager=stager, limits=limits
+        aws, DATA_API, TARGET, "appsflyer_events", max_wait_s=100, stager=stager, limits=limits
     )
 
 

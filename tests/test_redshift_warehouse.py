@@ -67,7 +67,7 @@ def service_for(emu: RedshiftDataEmulator) -> AwsService:
 def warehouse_on(
     emu: RedshiftDataEmulator, aws: AwsClient, table: str = "appsflyer_events", **options: Any
 ) -> RedshiftWarehouse:
-    options = {"statement_timeout_s": 10.0, "max_polls": 200, **options}
+    options = {"statement_timeout_s": 10.0, "max_wait_s": 200, **options}
     return RedshiftWarehouse(aws, service_for(emu), TARGET, table, **options)
 
 
@@ -122,7 +122,7 @@ async def fake_api() -> AsyncIterator[tuple[FakeDataApi, RedshiftData]]:
         rand=lambda: 0.5,
     ) as aws:
         await aws.credentials.get()  # in a thread: before any deadline (autojump)
-        yield api, RedshiftData(aws, FAKE_SERVICE, TARGET, statement_timeout_s=20, max_polls=30)
+        yield api, RedshiftData(aws, FAKE_SERVICE, TARGET, statement_timeout_s=20, max_wait_s=30)
 
 
 async def test_a_service_that_does_not_hold_describes_is_polled_with_capped_backoff(
@@ -178,12 +178,12 @@ async def test_timeout_cancels_the_statement(
     assert api.calls[-1][2] == {"Id": STATEMENT_ID}
 
 
-async def test_max_polls_bound_the_wait(
+async def test_max_wait_s_bounds_the_wait(
     autojump_clock: trio.testing.MockClock, fake_api: tuple[FakeDataApi, RedshiftData]
 ) -> None:
     api, data = fake_api
     api.describes = [{"Status": "STARTED"}]
-    data.max_polls = 4  # REDSHIFT_MAX_RETRIES: 4 one-second polls' worth of waiting
+    data.max_wait_s = 4  # REDSHIFT_MAX_RETRIES: 4 one-second polls' worth of waiting
     with trio.fail_after(60), pytest.raises(StatementTimeout, match="4 s of polling"):
         await data.run("SELECT 1")
     # at once, after 0.05, 0.1, 0.2, then every 0.25 s until 4 s have passed: 4 + 14 polls
@@ -209,7 +209,7 @@ async def test_cancel_that_fails_does_not_hide_the_timeout(
 ) -> None:
     api, data = fake_api
     api.describes = [{"Status": "STARTED"}]
-    data.max_polls = 1
+    data.max_wait_s = 1
     api.failures["CancelStatement"] = [error(400, "ValidationException")]  # finished meanwhile
     with trio.fail_after(60), pytest.raises(StatementTimeout):
         await data.run("SELECT 1")

@@ -9,8 +9,8 @@ is on DescribeStatement, not on the submit (which accepts it too), because the
 submit's answer has neither a failure's Error nor a batch's SubStatements, and
 because a drain cancelling a held submit would not know the Id to cancel. A
 service that answers at once is polled with backoff, as before long polling.
-Both are bounded by the statement timeout and by REDSHIFT_MAX_RETRIES seconds
-of waiting; a statement that outlives them, or whose caller is cancelled
+Both are bounded by the statement timeout and by ``max_wait_s`` seconds of
+waiting (REDSHIFT_MAX_RETRIES); a statement that outlives them, or whose caller is cancelled
 (drain), is cancelled with CancelStatement. A ``Session`` (SessionKeepAliveSeconds, then
 SessionId) runs calls on one connection, so a temp table one call fills is there
 for the next. A statement that did not FINISH raises what ``errors`` makes of
@@ -46,9 +46,6 @@ FIRST_POLL_S = 0.05
 # Polls at most this far apart: loads into one table run one after another, so the
 # time between a statement's end and its discovery is time no load runs.
 MAX_POLL_S = 0.25
-# REDSHIFT_MAX_RETRIES counts polls of the old service's one-second cadence: it bounds
-# the polling of one statement to that many seconds, however often afpipe polls.
-POLL_UNIT_S = 1.0
 # DescribeStatement's WaitTimeSeconds: the model allows 1..30 s, and the HTTP read
 # timeout (afpipe.aws.client, 35 s) must stay above it. Capped by what is left of
 # the statement's budget.
@@ -129,13 +126,16 @@ class RedshiftData:
         target: Target,
         *,
         statement_timeout_s: float,
-        max_polls: int,
+        max_wait_s: float,
     ) -> None:
         self.aws = aws
         self.service = service
         self.target = target
         self.statement_timeout_s = statement_timeout_s
-        self.max_polls = max_polls
+        # REDSHIFT_MAX_RETRIES counted polls of the old service's one-second cadence:
+        # it bounds the waiting for one statement to that many seconds, however often
+        # afpipe polls.
+        self.max_wait_s = max_wait_s
 
     async def run(
         self,
@@ -213,14 +213,14 @@ class RedshiftData:
             await self._cancel_quietly(statement_id)
             raise StatementTimeout(
                 f"Redshift statement {statement_id} still running after "
-                f"{self.statement_timeout_s} s or {self.max_polls} s of polling; cancelled"
+                f"{self.statement_timeout_s} s or {self.max_wait_s} s of polling; cancelled"
             )
         return result
 
     async def _poll(self, statement_id: str) -> StatementResult | None:
         """Long-poll DescribeStatement until the statement ends; None when it
-        outlives REDSHIFT_MAX_RETRIES seconds of waiting."""
-        delay_s, budget_s = FIRST_POLL_S, self.max_polls * POLL_UNIT_S
+        outlives ``max_wait_s`` seconds of waiting."""
+        delay_s, budget_s = FIRST_POLL_S, self.max_wait_s
         started = trio.current_time()
         while (spent_s := trio.current_time() - started) < budget_s:
             wait_s = min(LONG_POLL_S, int(budget_s - spent_s))

@@ -72,7 +72,7 @@ SESSION_KEEP_ALIVE_S = 120
 class RedshiftWarehouse:
     """The ``Warehouse`` protocol on Redshift.
 
-    ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
+    ``statement_timeout_s`` and ``max_wait_s`` bound each statement (settings
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
     range the dedup looks at (``load_sql.insert_new_sql``); ``stager``
@@ -89,7 +89,7 @@ class RedshiftWarehouse:
         *,
         name: str = "primary",
         statement_timeout_s: float = 60.0,
-        max_polls: int = 30,
+        max_wait_s: float = 30,
         dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
         limits: sql.SqlLimits | None = None,
         stager: Stager | None = None,
@@ -100,7 +100,7 @@ class RedshiftWarehouse:
         self.name = name
         self.table = sql.table_name(table)  # raises ConfigError unless a plain name
         self.data = RedshiftData(
-            aws, service, target, statement_timeout_s=statement_timeout_s, max_polls=max_polls
+            aws, service, target, statement_timeout_s=statement_timeout_s, max_wait_s=max_wait_s
         )
         self.dedup_window_s = dedup_window_s
         self._batch_limit = BatchLimit(name, limits)  # learnt when limits is None
