@@ -10,11 +10,12 @@ submit's answer has neither a failure's Error nor a batch's SubStatements, and
 because a drain cancelling a held submit would not know the Id to cancel. A
 service that answers at once is polled with backoff, as before long polling.
 Both are bounded by the statement timeout and by ``max_wait_s`` seconds of
-waiting (REDSHIFT_MAX_RETRIES); a statement that outlives them, or whose caller is cancelled
-(drain), is cancelled with CancelStatement. A ``Session`` (SessionKeepAliveSeconds, then
-SessionId) runs calls on one connection, so a temp table one call fills is there
-for the next. A statement that did not FINISH raises what ``errors`` makes of
-it (``errors.statement_error`` unless the caller classifies it otherwise).
+waiting (REDSHIFT_MAX_RETRIES); a statement that outlives them, or whose caller
+is cancelled (drain), is cancelled with CancelStatement. A ``Session``
+(SessionKeepAliveSeconds, then SessionId) runs calls on one connection, so a
+temp table one call fills is there for the next. A statement that did not
+FINISH raises what ``errors.statement_error`` (or the caller's ``classify``)
+makes of it; the answers' shapes are in ``results``.
 """
 
 from __future__ import annotations
