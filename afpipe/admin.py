@@ -10,9 +10,8 @@ from afpipe.config import Settings
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift import RedshiftWarehouse
-from afpipe.warehouse.redshift_sql import EXPECTED_COLUMNS
+from afpipe.warehouse.redshift import RedshiftWarehouse, sql
+from afpipe.warehouse.redshift.sql import EXPECTED_COLUMNS
 
 
 async def check(settings: Settings) -> int:

@@ -9,7 +9,6 @@ from pathlib import Path
 import msgspec
 
 from afpipe.aws import AwsClient, AwsService, redshift_data_service, sqs_api, sqs_service
-from afpipe.aws.redshift_data import Target
 from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import parse_s3_uri, s3_endpoint
 from afpipe.config import Settings
@@ -19,9 +18,7 @@ from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
-from afpipe.warehouse.redshift import RedshiftWarehouse
-from afpipe.warehouse.redshift_copy import Staging
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift import RedshiftWarehouse, Stager, Staging, Target
 
 # Our dead-letter message attributes count towards SQS's size limit (name, type and
 # value of each, in UTF-8 bytes), so bodies stay this far below
@@ -197,7 +194,7 @@ async def open_warehouse(
             table,
             name=which,
             statement_timeout_s=settings.redshift_statement_timeout_ms / 1000,
-            max_polls=settings.redshift_max_retries,
+            max_wait_s=settings.redshift_max_retries,
             dedup_window_s=settings.dedup_window_s,
             stager=stager(settings, aws),
             max_unclassified_failures=settings.max_unclassified_failures,

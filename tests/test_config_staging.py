@@ -12,8 +12,7 @@ import trio
 from afpipe import admin, backends, config
 from afpipe.aws import AwsClient
 from afpipe.errors import ConfigError
-from afpipe.warehouse.redshift import RedshiftWarehouse
-from afpipe.warehouse.redshift_copy import Staging
+from afpipe.warehouse.redshift import RedshiftWarehouse, Staging
 from tests.fixtures.s3 import s3_keys
 
 NO_DOTENV = Path("/nonexistent/.env")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from afpipe.warehouse import redshift_sql
+from afpipe.warehouse.redshift import sql
 from tests.daemon import afpipe_process
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.moto import MOTO_REGION, sqs_depth
@@ -117,8 +117,8 @@ async def test_a_row_redshift_refuses_in_a_copy_is_isolated_with_its_real_reason
     boto_sqs: Any,
     s3_bucket: str,
 ) -> None:
-    table = redshift_sql.table_name("appsflyer_events")
-    narrow = redshift_sql.create_table_sql(table).replace(
+    table = sql.table_name("appsflyer_events")
+    narrow = sql.create_table_sql(table).replace(
         "event_name VARCHAR(255)", "event_name VARCHAR(12)"
     )
     statement = redshift_data_client.execute_statement(Sql=narrow, **REDSHIFT_TARGET)

@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from afpipe.aws import AwsClient, CredentialCache, static_credentials
-from afpipe.aws.redshift_data import Target
 from afpipe.aws.service import redshift_data_service
 from afpipe.codec import decode_body
 from afpipe.event import from_payload, to_row
@@ -38,7 +37,7 @@ from afpipe.http.config import IngestConfig
 from afpipe.http.payloads import token_matches
 from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.producer import Producer
-from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift import RedshiftWarehouse, Target
 from tests.daemon import afpipe_process
 from tests.emulators.redshift_data import (
     TEST_CLUSTER,
@@ -609,7 +608,7 @@ async def _load_hostile(emu: RedshiftDataEmulator, payloads: list[dict[str, Any]
     with trio.fail_after(30):
         async with AwsClient(credentials=credentials) as aws:
             warehouse = RedshiftWarehouse(
-                aws, service, TARGET, table, statement_timeout_s=10.0, max_polls=200
+                aws, service, TARGET, table, statement_timeout_s=10.0, max_wait_s=200
             )
             await warehouse.data.run("CREATE TABLE IF NOT EXISTS x (a INTEGER)")
             await warehouse.ensure_table()

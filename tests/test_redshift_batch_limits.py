@@ -1,7 +1,7 @@
 """Several 100 KB SQL texts per BatchExecuteStatement when the Data API allows it (#13).
 
 AWS documents 100 KB per SQL text, not whether the texts of one call count
-together. The packing under either limit is pure (``redshift_sql``); the
+together. The packing under either limit is pure (``load_sql``); the
 warehouse starts with the per-text limit, falls back to the total one when the
 Data API refuses a call of more than 100 KB for its size, and remembers it.
 Against the emulator in both of its modes (``Settings.batch_limit``).
@@ -23,11 +23,16 @@ from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import S3Endpoint
 from afpipe.errors import PermanentError, TransientError
 from afpipe.event import Event, Row, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift import PER_TEXT, TOTAL, RedshiftWarehouse
-from afpipe.warehouse.redshift_copy import Staging
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift import (
+    RedshiftWarehouse,
+    Stager,
+    Staging,
+    batch_limit,
+    copy,
+    load_sql,
+    sql,
+)
+from afpipe.warehouse.redshift.batch_limit import PER_TEXT, TOTAL
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.moto import MOTO_REGION
 from tests.fixtures.redshift import EMULATOR_SETTINGS, checked, settings_with_s3, start_emulator
@@ -53,12 +58,12 @@ def rows_of(events: list[Event]) -> list[Row]:
     return [to_row(e) for e in events]
 
 
-def sql_bytes(call: sql.StageCall) -> int:
+def sql_bytes(call: load_sql.StageCall) -> int:
     return sum(len(text.encode()) for text in call.sqls)
 
 
-def staged(rows: list[Row], limits: sql.SqlLimits) -> list[sql.StageCall]:
-    return sql.stage_calls(rows, [sql.create_stage_sql()], limits)
+def staged(rows: list[Row], limits: sql.SqlLimits) -> list[load_sql.StageCall]:
+    return load_sql.stage_calls(rows, [sql.create_stage_sql()], limits)
 
 
 # --- the packing under either limit ----------------------------------------------------------
@@ -104,14 +109,15 @@ def test_only_a_size_refusal_of_a_call_over_100_kb_in_all_teaches_the_limit() ->
     size = PermanentError(SIZE_REFUSAL, code="ValidationException")
     other = PermanentError("... Redshift endpoint doesn't exist", code="ValidationException")
     throttled = TransientError(SIZE_REFUSAL, code="ThrottlingException")
-    assert sql.refused_for_total_size(txn.sqls, size)
-    assert not sql.refused_for_total_size(small.sqls, size)  # within 100 KB in all
-    assert not sql.refused_for_total_size(["SELECT '" + "x" * 100_001 + "'"], size)  # one text
-    assert not sql.refused_for_total_size(txn.sqls, other)
-    assert not sql.refused_for_total_size(txn.sqls, throttled)
+    assert batch_limit.refused_for_total_size(txn.sqls, size)
+    assert not batch_limit.refused_for_total_size(small.sqls, size)  # within 100 KB in all
+    one_text = ["SELECT '" + "x" * 100_001 + "'"]
+    assert not batch_limit.refused_for_total_size(one_text, size)
+    assert not batch_limit.refused_for_total_size(txn.sqls, other)
+    assert not batch_limit.refused_for_total_size(txn.sqls, throttled)
     # A size refusal from in front of the Data API: retrying the same call cannot help.
     too_large = PermanentError("HTTP 413: Request Entity Too Large", code="HTTP413")
-    assert sql.refused_for_total_size(txn.sqls, too_large)
+    assert batch_limit.refused_for_total_size(txn.sqls, too_large)
 
 
 # --- the warehouse against the emulator, both modes ------------------------------------------

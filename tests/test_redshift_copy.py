@@ -10,18 +10,22 @@ from typing import Any
 
 import pytest
 
-from afpipe.aws.redshift_data import (
-    ABORTED,
-    CONFLICT,
-    FAILED,
-    StatementDataError,
-    StatementResult,
-)
 from afpipe.errors import TransientError
 from afpipe.event import Row, from_payload, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.redshift_copy import Staging
+from afpipe.warehouse.redshift import Staging, copy, load_sql, sql
+from afpipe.warehouse.redshift.errors import (
+    ABORTED,
+    CONFLICT,
+    COPY_SOURCE,
+    FAILED,
+    CopySourceError,
+    StatementAborted,
+    StatementConflict,
+    StatementDataError,
+    StatementSystemError,
+    copy_statement_error,
+)
+from afpipe.warehouse.redshift.results import StatementResult
 from tests.emulators.redshift.lexer import Kind, significant, tokenize
 
 TABLE = sql.table_name("analytics.appsflyer_events")
@@ -141,7 +145,7 @@ def test_the_object_is_deterministic() -> None:
 
 def test_with_staging_a_large_row_is_storable_up_to_four_megabytes() -> None:
     large = row(1, data=json.dumps({"blob": "x" * 200_000}))
-    assert sql.unstorable_reason(large, TABLE) is not None  # too large for inline SQL
+    assert load_sql.unstorable_reason(large, TABLE) is not None  # too large for inline SQL
     assert copy.unstorable_reason(large) is None
     fits = row(2, data=json.dumps({"b": "x" * (copy.MAX_LINE_BYTES - 300)}))
     assert len(copy.json_line(fits)) <= copy.MAX_LINE_BYTES
@@ -164,7 +168,7 @@ def test_rows_that_fit_one_inline_text_stay_inline() -> None:
 
 def test_rows_needing_two_inline_texts_go_through_s3() -> None:
     rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
-    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.TOTAL_LIMITS)) == 2
+    assert len(load_sql.stage_calls(rows, [sql.create_stage_sql()], sql.TOTAL_LIMITS)) == 2
     assert not copy.fits_inline(rows, TABLE)
     assert copy.fits_inline(rows[:40], TABLE)
 
@@ -173,7 +177,7 @@ def test_the_staging_decision_does_not_follow_the_batch_limit() -> None:
     """Each text is a statement: several cost more than one COPY, even where the
     Data API would take them in one call."""
     rows = [row(n, data=json.dumps({"pad": "x" * 1200, "n": n})) for n in range(90)]
-    assert len(sql.stage_calls(rows, [sql.create_stage_sql()], sql.PER_TEXT_LIMITS)) == 1
+    assert len(load_sql.stage_calls(rows, [sql.create_stage_sql()], sql.PER_TEXT_LIMITS)) == 1
     assert not copy.fits_inline(rows, TABLE)
 
 
@@ -183,7 +187,7 @@ def test_a_row_too_large_for_inline_sql_goes_through_s3() -> None:
     assert not copy.fits_inline([row(2), large, row(3)], TABLE)
     # just under the cheap bound, escaping pushes it over: still decided right
     quoted = row(4, data=json.dumps({"q": "'" * 60_000}))
-    assert sql.inline_size_reason(quoted, TABLE) is not None
+    assert load_sql.inline_size_reason(quoted, TABLE) is not None
     assert not copy.fits_inline([quoted], TABLE)
 
 
@@ -210,9 +214,9 @@ def failed(error: str, status: str = "FAILED") -> StatementResult:
     ],
 )
 def test_a_copy_that_cannot_read_the_object_is_transient(error: str) -> None:
-    result = copy.copy_statement_error(failed(error))
-    assert isinstance(result, TransientError)
-    assert result.code == copy.COPY_SOURCE
+    result = copy_statement_error(failed(error))
+    assert isinstance(result, CopySourceError)
+    assert result.code == COPY_SOURCE
     assert error in str(result)
 
 
@@ -221,7 +225,7 @@ def test_a_copy_that_rejected_a_row_is_a_data_error() -> None:
         "ERROR: Load into table 'afpipe_stage' failed. "
         "Check 'sys_load_error_detail' system table for details."
     )
-    result = copy.copy_statement_error(failed(error))
+    result = copy_statement_error(failed(error))
     assert isinstance(result, StatementDataError)
     assert (str(result), result.code, result.request_id) == (error, FAILED, "stmt-1")
 
@@ -232,18 +236,18 @@ def test_a_copy_that_rejected_a_row_is_a_data_error() -> None:
         (
             "ERROR: 1023 DETAIL: Serializable isolation violation",
             "FAILED",
-            TransientError,
+            StatementConflict,
             CONFLICT,
         ),
-        ("Load into table 'afpipe_stage' failed", "ABORTED", TransientError, ABORTED),
+        ("Load into table 'afpipe_stage' failed", "ABORTED", StatementAborted, ABORTED),
         ("value too long for type character varying(255)", "FAILED", StatementDataError, FAILED),
-        ("connection reset by peer", "FAILED", TransientError, FAILED),
+        ("connection reset by peer", "FAILED", StatementSystemError, FAILED),
     ],
 )
 def test_other_failures_are_classified_as_inline_ones(
     error: str, status: str, kind: type[Exception], code: str
 ) -> None:
-    result = copy.copy_statement_error(failed(error, status))
+    result = copy_statement_error(failed(error, status))
     assert type(result) is kind
-    assert isinstance(result, TransientError | StatementDataError)
+    assert isinstance(result, TransientError | StatementDataError)  # for .code
     assert result.code == code

@@ -18,11 +18,9 @@ import trio
 
 from afpipe import admin
 from afpipe.aws import AwsClient
-from afpipe.aws.redshift_data import TIMED_OUT
-from afpipe.errors import TransientError
 from afpipe.event import Event, to_row
-from afpipe.warehouse import redshift_sql
-from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift import RedshiftWarehouse, load_sql, sql
+from afpipe.warehouse.redshift.errors import StatementTimeout
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import EMULATOR_SETTINGS, make_redshift_data_client, start_emulator
 from tests.test_redshift_emulator_isolation import holding
@@ -91,9 +89,8 @@ async def test_a_load_committed_after_its_caller_gave_up_is_not_loaded_twice(
         emulator.set_cancel_loses_race(True)
         holder_sqls = ["LOCK public.afpipe_load_lock", *["SELECT 1"] * 15]  # ~1.6 s
         await trio.to_thread.run_sync(holding, client, holder_sqls)
-        with pytest.raises(TransientError) as timed_out:
+        with pytest.raises(StatementTimeout):
             await impatient.load(events)
-        assert timed_out.value.code == TIMED_OUT
         assert counts(emulator) == (0, 0)  # its merge still waits for the lock
         again = await retry.load(events)
         while emulator.active_statements():
@@ -115,7 +112,7 @@ async def test_ensure_table_creates_the_lock_table_and_check_reports_the_level(
         await warehouse.ensure_table()  # idempotent
         level = await warehouse.isolation_level()
         await admin._check_isolation(warehouse)
-    assert emulator.query(f"SELECT count(*) FROM analytics.{redshift_sql.LOCK_TABLE}") == [(0,)]
+    assert emulator.query(f"SELECT count(*) FROM analytics.{sql.LOCK_TABLE}") == [(0,)]
     expected = {"snapshot": "Snapshot Isolation", "serializable": "Serializable"}
     assert level == expected[emulator.settings.isolation]
     out = capsys.readouterr().out
@@ -124,10 +121,10 @@ async def test_ensure_table_creates_the_lock_table_and_check_reports_the_level(
 
 
 def test_every_merge_locks_first_and_staging_never_touches_the_target() -> None:
-    table = redshift_sql.table_name("analytics.events")
+    table = sql.table_name("analytics.events")
     rows = [to_row(event(n)) for n in range(3)]
-    lock, merge = redshift_sql.merge_sqls(table, rows, 60.0)
+    lock, merge = load_sql.merge_sqls(table, rows, 60.0)
     assert lock == 'LOCK "analytics"."afpipe_load_lock"'
     assert merge.startswith('INSERT INTO "analytics"."events"')  # the snapshot point
-    [call] = redshift_sql.stage_calls(rows, [redshift_sql.create_stage_sql()])
+    [call] = load_sql.stage_calls(rows, [sql.create_stage_sql()])
     assert not any("analytics" in text for text in call.sqls)  # the session's temp table

@@ -2,7 +2,7 @@
 
 A load stages its rows into a temp table of its session (as many calls as the
 rows need), then LOCKs afpipe's lock table and merges them in one more call of
-that session (``redshift_sql``). So the lock is held for two statements
+that session (``load_sql``). So the lock is held for two statements
 whatever the batch's size, and the writers of one process, and of several,
 stage side by side. A session that ended a load well is kept for the next one
 (its stage emptied); one whose call did not end well is never used again.
@@ -18,11 +18,11 @@ import trio
 import trio.testing
 
 from afpipe.aws import AwsClient
-from afpipe.aws.redshift_data import Session
 from afpipe.errors import TransientError
 from afpipe.event import Event
-from afpipe.warehouse import redshift as redshift_module
 from afpipe.warehouse.redshift import RedshiftWarehouse
+from afpipe.warehouse.redshift import warehouse as redshift_module
+from afpipe.warehouse.redshift.data_api import Session
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import TERMINAL, alarm_after, wait_statement
 from tests.test_redshift_emulator_isolation import holding

@@ -21,16 +21,13 @@ import pytest
 import trio
 
 from afpipe.aws import AwsClient, CredentialCache, RetryPolicy, static_credentials
-from afpipe.aws.redshift_data import Target
 from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import S3Endpoint
 from afpipe.aws.service import redshift_data_service
 from afpipe.errors import TransientError
 from afpipe.event import Event, from_payload
-from afpipe.warehouse import redshift_copy, redshift_sql
-from afpipe.warehouse.redshift import RedshiftWarehouse
-from afpipe.warehouse.redshift_copy import Staging
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift import RedshiftWarehouse, Stager, Staging, Target, copy, sql
+from afpipe.warehouse.redshift.errors import CopySourceError
 from tests.fixtures.moto import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, MOTO_REGION
 from tests.fixtures.s3 import s3_keys
 
@@ -128,9 +125,9 @@ class FakeDataApi:
             stage = self._stages[session]  # a merge of a session that staged nothing: a bug
             return Transaction(sqls, stage.ids, stage.staged_key, session)
         kept = [] if sqls[0].startswith(("CREATE", "DELETE")) else self._stages[session].ids
-        copies = [sql for sql in sqls if sql.startswith("COPY ")]
+        copies = [text for text in sqls if text.startswith("COPY ")]
         if not copies:
-            ids = [i for sql in sqls for i in _INLINE_ID.findall(sql)]
+            ids = [i for text in sqls for i in _INLINE_ID.findall(text)]
             return Transaction(sqls, kept + ids, "", session)
         source = _COPY_SOURCE.search(copies[0])
         assert source is not None, copies[0]
@@ -178,9 +175,9 @@ def warehouse(
     stager = Stager(S3Client(aws, endpoint), staging) if staged else None
     # The fake takes calls of any size: fix the total limit (100 KB a call) rather than
     # learn it (test_redshift_batch_limits), so what goes inline is as the tests say.
-    limits = redshift_sql.TOTAL_LIMITS
+    limits = sql.TOTAL_LIMITS
     return RedshiftWarehouse(
-        aws, DATA_API, TARGET, "appsflyer_events", max_polls=100, stager=stager, limits=limits
+        aws, DATA_API, TARGET, "appsflyer_events", max_wait_s=100, stager=stager, limits=limits
     )
 
 
@@ -193,7 +190,8 @@ async def test_a_batch_that_fits_one_transaction_stays_inline(
     assert (result.loaded, result.rejected) == (20, [])
     stage, merge = fake_api.transactions
     assert not merge.copied and merge.ids == [e.id for e in events]
-    assert [sql.split(" ", 2)[:2] for sql in stage.sqls] == [["CREATE", "TEMP"], ["INSERT", "INTO"]]
+    kinds = [text.split(" ", 2)[:2] for text in stage.sqls]
+    assert kinds == [["CREATE", "TEMP"], ["INSERT", "INTO"]]
 
 
 async def test_a_larger_batch_is_staged_by_one_copy_and_its_object_is_deleted(
@@ -210,16 +208,16 @@ async def test_a_larger_batch_is_staged_by_one_copy_and_its_object_is_deleted(
     stage, merge = fake_api.transactions
     assert merge.ids == [e.id for e in events] and merge.session == stage.session
     assert re.fullmatch(r"loads/\d{4}/\d\d/\d\d/\d\d/[0-9a-f-]{36}\.json\.gz", stage.staged_key)
-    assert [sql.split(" ", 2)[:2] for sql in stage.sqls] == [
+    assert [text.split(" ", 2)[:2] for text in stage.sqls] == [
         ["CREATE", "TEMP"],
         ["COPY", "afpipe_stage"],
     ]
-    assert [sql.split(" ", 2)[:2] for sql in merge.sqls] == [
+    assert [text.split(" ", 2)[:2] for text in merge.sqls] == [
         ["LOCK", '"public"."afpipe_load_lock"'],
         ["INSERT", "INTO"],
     ]
     staging = Staging(bucket=s3_bucket, prefix="loads/", iam_role=ROLE, region=MOTO_REGION)
-    assert stage.sqls[1] == redshift_copy.copy_sql(staging, stage.staged_key)
+    assert stage.sqls[1] == copy.copy_sql(staging, stage.staged_key)
     assert s3_keys(boto_s3, s3_bucket) == set()
 
 
@@ -300,9 +298,8 @@ async def test_a_copy_that_cannot_read_the_object_keeps_the_batch_queued(
 ) -> None:
     fake_api.outcome = lambda txn: error
     events = [event(n) for n in range(300)]
-    with trio.fail_after(30), pytest.raises(TransientError) as caught:
+    with trio.fail_after(30), pytest.raises(CopySourceError):
         await warehouse(aws, moto_s3_endpoint, s3_bucket).load(events)
-    assert caught.value.code == redshift_copy.COPY_SOURCE
     assert len(fake_api.transactions) == 1  # no bisection: no row is at fault
     assert s3_keys(boto_s3, s3_bucket) == set()
 

@@ -188,7 +188,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         500,
         "pause before the next receive after one of 1 to 9 messages (a full one: none); 0: never",
     )
-    # Each stages its loads on its own (redshift_sql): four keep ~300 ev/s of inline
+    # Each stages its loads on its own (redshift.load_sql): four keep ~300 ev/s of inline
     # loads going at 500 ms a statement, one Redshift statement each at most.
     writers: Positive = setting(
         "AFPIPE_WRITERS",

@@ -22,7 +22,7 @@ import httpx
 import trio
 
 from afpipe.event import from_payload
-from afpipe.warehouse import redshift_sql
+from afpipe.warehouse.redshift import sql
 from tests.daemon import Daemon, afpipe_process
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.faults.harness import (
@@ -508,7 +508,7 @@ async def case_data_error(ctx: Env) -> Result:
         emu = setup.primary
         assert emu is not None
         client = make_redshift_data_client(emu)
-        narrow = redshift_sql.create_table_sql(redshift_sql.table_name("appsflyer_events")).replace(
+        narrow = sql.create_table_sql(sql.table_name("appsflyer_events")).replace(
             "event_name VARCHAR(255)", "event_name VARCHAR(12)"
         )
         sid = client.execute_statement(Sql=narrow, **REDSHIFT_TARGET)["Id"]

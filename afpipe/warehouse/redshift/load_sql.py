@@ -1,17 +1,9 @@
-"""Redshift SQL for the warehouse: DDL, literals and the idempotent load; pure, no I/O.
-
-Values travel as string literals escaped for Redshift, which treats ``\\`` as an
-escape character: both ``'`` and ``\\`` are doubled, so every other character
-(newlines, control characters, emoji) reaches the column unchanged. NUL is the
-exception: a Redshift VARCHAR cannot hold it, so a row with NUL in a text column
-is rejected up front as a data error (``unstorable_reason``) and dead-lettered
-with its reason, rather than silently altered. ``event_data`` never contains a
-raw NUL: its canonical JSON escapes it as ``\\u0000``.
+"""The idempotent load's SQL: stage the rows, merge them under the lock; pure, no I/O.
 
 A load runs in a Data API session (one connection kept across calls, so its
 temp table outlives a call) and takes two steps (each BatchExecuteStatement is
 one transaction of at most 40 SQL texts, each at most 100 KB, and 100 KB in all
-unless the Data API takes more: see ``SqlLimits``):
+unless the Data API takes more: see ``sql.SqlLimits``):
 
     -- 1. stage: as many calls as the rows need, never locked, so the loads of
     --    several writers and processes overlap here
@@ -63,144 +55,24 @@ costs a round of the Data API. Rows are unique by id within a load
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
-from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.event import Row
-
-STAGE = "afpipe_stage"
-LOCK_TABLE = "afpipe_load_lock"  # one per schema: what afpipe loads serialize on
-COLUMNS = ("id", "event_time", "event_name", "app_id", "user_id", "device_id", "event_data")
-_COLUMN_LIST = ", ".join(COLUMNS)
-_TEXT_COLUMNS = ("id", "event_name", "app_id", "user_id", "device_id")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,126}")
-_EVENT_TIME = re.compile(
-    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", re.ASCII
-)  # as event.to_row writes it
-NUL_REASON = 'invalid byte sequence for encoding "UTF8": 0x00 (Redshift VARCHAR cannot hold NUL)'
-
-# What `afpipe check` expects of the target, as svv_columns names the types.
-EXPECTED_COLUMNS = [
-    ("id", "character varying(255)"),
-    ("event_time", "timestamp without time zone"),
-    ("event_name", "character varying(255)"),
-    ("app_id", "character varying(255)"),
-    ("user_id", "character varying(255)"),
-    ("device_id", "character varying(255)"),
-    ("event_data", "super"),
-    ("created_at", "timestamp without time zone"),
-]
-
-_COLUMN_TYPES = """(
-    id VARCHAR(255) NOT NULL,
-    event_time TIMESTAMP,
-    event_name VARCHAR(255),
-    app_id VARCHAR(255),
-    user_id VARCHAR(255),
-    device_id VARCHAR(255),
-    event_data SUPER"""
-
-
-class SqlLimits(msgspec.Struct, frozen=True):
-    """The Data API's limits on what one call may carry."""
-
-    max_sql_bytes: int = 100_000  # one SQL text, UTF-8
-    # All the texts of one BatchExecuteStatement together: AWS documents the 100 KB
-    # per text and does not say whether a call's texts also count together, so the
-    # warehouse learns which applies from the Data API's answers (PER_TEXT_LIMITS).
-    max_batch_sql_bytes: int = 100_000
-    max_statements: int = 40  # per BatchExecuteStatement (SqlList's max in the model)
-
-
-# 100 KB for all the texts of a call together: always accepted, ~80 events a call.
-TOTAL_LIMITS = SqlLimits()
-# 100 KB for each text, 40 texts a call: the model sets no other bound on Sqls.
-PER_TEXT_LIMITS = SqlLimits(
-    max_batch_sql_bytes=TOTAL_LIMITS.max_statements * TOTAL_LIMITS.max_sql_bytes
+from afpipe.warehouse.redshift.sql import (
+    COLUMN_LIST,
+    DATA_API_LIMITS,
+    STAGE,
+    SqlLimits,
+    TableName,
+    create_stage_sql,
+    literal,
+    lock_sql,
+    value_reason,
+    values_tuple,
 )
-DATA_API_LIMITS = TOTAL_LIMITS  # what the pure functions assume unless told otherwise
-
-# The Data API's answer to a call whose SQL is too large ("Cannot process query
-# string larger than 100kB", a ValidationException), or a size refusal in front of it.
-_SIZE_REFUSAL = re.compile(r"larger than|too large|too long|exceed", re.I)
-
-
-def refused_for_total_size(sqls: Sequence[str], exc: AfpipeError) -> bool:
-    """Whether ``exc``, the Data API's refusal of a BatchExecuteStatement of
-    ``sqls`` (more than 100 KB in all, each text within 100 KB), is to be taken
-    for the 100 KB limit counting the texts together: any refusal that speaks of
-    size, whatever its code (the Data API's ValidationException, or a 413 from in
-    front of it). Broad on purpose: missing a size refusal would retry the same
-    call for ever, while a wrong guess costs only smaller calls. A refusal that
-    does not speak of size (a bad endpoint, say) teaches nothing; nor does a call
-    within 100 KB in all."""
-    if not isinstance(exc, PermanentError) or not _SIZE_REFUSAL.search(str(exc)):
-        return False
-    sizes = [len(text.encode()) for text in sqls]
-    return (
-        max(sizes, default=0) <= TOTAL_LIMITS.max_sql_bytes
-        and sum(sizes) > TOTAL_LIMITS.max_batch_sql_bytes
-    )
-
-
-class TableName(msgspec.Struct, frozen=True):
-    schema: str  # lower case: Redshift folds identifiers, even quoted ones
-    table: str
-
-    @property
-    def sql(self) -> str:
-        return f'"{self.schema}"."{self.table}"'
-
-
-def table_name(name: str) -> TableName:
-    """``table`` or ``schema.table`` (default schema ``public``); nothing else passes."""
-    parts = name.split(".")
-    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
-        raise ConfigError(f"not a plain table name (table or schema.table): {name!r}")
-    lowered = [part.lower() for part in parts]
-    return TableName("public", lowered[0]) if len(lowered) == 1 else TableName(*lowered)
-
-
-def literal(value: str | None) -> str:
-    """A Redshift string literal for ``value`` (``NULL`` for None)."""
-    if value is None:
-        return "NULL"
-    if "\x00" in value:
-        raise ValueError(NUL_REASON)
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def create_table_sql(table: TableName) -> str:
-    # PRIMARY KEY documents the key; Redshift does not enforce it (the load
-    # deduplicates). SORTKEY event_time lets the dedup window skip blocks.
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table.sql} {_COLUMN_TYPES},\n"
-        "    created_at TIMESTAMP DEFAULT GETDATE(),\n    PRIMARY KEY (id)\n)\n"
-        "DISTKEY (id) SORTKEY (event_time)"
-    )
-
-
-def lock_table(table: TableName) -> TableName:
-    """The table every afpipe load into ``table``'s schema LOCKs first."""
-    return TableName(table.schema, LOCK_TABLE)
-
-
-def create_lock_table_sql(table: TableName) -> str:
-    # Never written or read: it exists to be LOCKed. Small, so LOCK is cheap.
-    return f"CREATE TABLE IF NOT EXISTS {lock_table(table).sql} (held_by VARCHAR(64))"
-
-
-def lock_sql(table: TableName) -> str:
-    return f"LOCK {lock_table(table).sql}"
-
-
-def values_tuple(row: Row) -> str:
-    texts = [literal(value) for value in row[:-1]]
-    return f"({', '.join(texts)}, JSON_PARSE({literal(row.event_data)}))"
 
 
 def unique_rows(rows: Sequence[Row]) -> list[Row]:
@@ -212,15 +84,7 @@ def unique_rows(rows: Sequence[Row]) -> list[Row]:
 
 
 def _insert_stage_prefix() -> str:
-    return f"INSERT INTO {STAGE} ({_COLUMN_LIST}) VALUES "
-
-
-def create_stage_sql() -> str:
-    return f"CREATE TEMP TABLE {STAGE} {_COLUMN_TYPES}\n)"
-
-
-def clear_stage_sql() -> str:
-    return f"DELETE FROM {STAGE}"
+    return f"INSERT INTO {STAGE} ({COLUMN_LIST}) VALUES "
 
 
 def _shifted(event_time: str, seconds: float) -> str:
@@ -241,7 +105,7 @@ def _insert_new_sql(table: TableName, span: tuple[str, str] | None, has_null: bo
     if has_null:
         bounds.append("known.event_time IS NULL")
     return (
-        f"INSERT INTO {target} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE}"
+        f"INSERT INTO {target} ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM {STAGE}"
         f" WHERE NOT EXISTS (SELECT 1 FROM {target} AS known WHERE known.id = {STAGE}.id"
         f" AND ({' OR '.join(bounds)}))"
     )
@@ -274,15 +138,6 @@ def _fixed_bytes(table: TableName) -> int:
         _insert_new_sql(table, (widest, widest), has_null=True),
     ]
     return sum(len(sql.encode()) for sql in fixed)
-
-
-def value_reason(row: Row) -> str | None:
-    """Why ``row`` can never be loaded, whatever the way (inline SQL or COPY), or None."""
-    if any("\x00" in (getattr(row, column) or "") for column in _TEXT_COLUMNS):
-        return NUL_REASON
-    if row.event_time is not None and not _EVENT_TIME.fullmatch(row.event_time):
-        return f"event_time {row.event_time!r} is not a YYYY-MM-DD HH:MM:SS.ffffff timestamp"
-    return None
 
 
 def inline_size_reason(

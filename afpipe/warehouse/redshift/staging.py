@@ -21,8 +21,8 @@ from afpipe import drain
 from afpipe.aws.s3 import S3Client
 from afpipe.errors import AfpipeError
 from afpipe.event import Row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse.redshift_copy import Staging
+from afpipe.warehouse.redshift import copy
+from afpipe.warehouse.redshift.copy import Staging
 
 logger = logging.getLogger("afpipe.redshift")
 

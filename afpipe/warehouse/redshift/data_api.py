@@ -9,25 +9,21 @@ is on DescribeStatement, not on the submit (which accepts it too), because the
 submit's answer has neither a failure's Error nor a batch's SubStatements, and
 because a drain cancelling a held submit would not know the Id to cancel. A
 service that answers at once is polled with backoff, as before long polling.
-Both are bounded by the statement timeout and by REDSHIFT_MAX_RETRIES seconds
-of waiting; a statement that outlives them, or whose caller is cancelled
-(drain), is cancelled with CancelStatement. A ``Session`` (SessionKeepAliveSeconds, then
-SessionId) runs calls on one connection, so a temp table one call fills is there
-for the next. A FAILED statement is classified once, here:
-``StatementDataError`` (a PermanentError: the rows are wrong, bisect them),
-``ConfigError`` (the database user lacks a privilege: exit 2), a known
-``TransientError`` (conflicts, aborts, missing relations), or an
-``UnclassifiedStatementError``: a text afpipe does not know, retried a bounded
-number of times by the warehouse, then taken to be the rows' fault.
+Both are bounded by the statement timeout and by ``max_wait_s`` seconds of
+waiting (REDSHIFT_MAX_RETRIES); a statement that outlives them, or whose caller
+is cancelled (drain), is cancelled with CancelStatement. A ``Session``
+(SessionKeepAliveSeconds, then SessionId) runs calls on one connection, so a
+temp table one call fills is there for the next. A statement that did not
+FINISH raises what ``errors.statement_error`` (or the caller's ``classify``)
+makes of it; the answers' shapes are in ``results``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -36,7 +32,14 @@ import trio
 from afpipe import drain
 from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
-from afpipe.errors import AfpipeError, ConfigError, PermanentError, TransientError
+from afpipe.errors import ConfigError, PermanentError, TransientError
+from afpipe.warehouse.redshift.errors import (
+    Classifier,
+    StatementTimeout,
+    lost_statement,
+    statement_error,
+)
+from afpipe.warehouse.redshift.results import StatementResult, Value, field_value
 
 logger = logging.getLogger("afpipe.redshift")
 
@@ -44,57 +47,15 @@ FIRST_POLL_S = 0.05
 # Polls at most this far apart: loads into one table run one after another, so the
 # time between a statement's end and its discovery is time no load runs.
 MAX_POLL_S = 0.25
-# REDSHIFT_MAX_RETRIES counts polls of the old service's one-second cadence: it bounds
-# the polling of one statement to that many seconds, however often afpipe polls.
-POLL_UNIT_S = 1.0
 # DescribeStatement's WaitTimeSeconds: the model allows 1..30 s, and the HTTP read
 # timeout (afpipe.aws.client, 35 s) must stay above it. Capped by what is left of
 # the statement's budget.
 LONG_POLL_S = 20
 CANCEL_TIMEOUT_S = 5.0  # a cancel on drain or timeout must not hold shutdown for long
 
-# TransientError.code values set here
-CONFLICT = "SerializableIsolationViolation"
-TIMED_OUT = "StatementTimeout"
-ABORTED = "StatementAborted"
-FAILED = "StatementFailed"
-
-_CONFLICT = re.compile(
-    r"\b1023 DETAIL|serializable isolation violation|conflict with concurrent transaction"
-    r"|deadlock detected",
-    re.I,
-)
-# Redshift error texts caused by the values of the rows, not by the system.
-_DATA = re.compile(
-    r"value too long|invalid input syntax|json parsing error|invalid byte sequence"
-    r"|out of range|numeric field overflow|cannot insert a null|invalid json"
-    r"|super value exceeds|invalid escape|invalid character|invalid timestamp",
-    re.I,
-)
-# The database user may not do this: an operator must grant it (exit 2).
-_PRIVILEGE = re.compile(r"permission denied|must be owner of|not authorized to", re.I)
-# Known to be the system's state, not the rows: retried for ever, never dead-lettered.
-_SYSTEM = re.compile(
-    r"relation \S+ does not exist|could not open relation|disk full|out of memory"
-    r"|terminating connection|connection reset|canceled on user's request",
-    re.I,
-)
 _TERMINAL = frozenset({"FINISHED", "FAILED", "ABORTED"})
 
-Value = str | int | float | bool | None
 _T = TypeVar("_T")
-
-
-class StatementDataError(PermanentError):
-    """A statement FAILED because of the values it carried; the message is Redshift's."""
-
-
-class UnclassifiedStatementError(TransientError):
-    """A statement FAILED with a text afpipe does not recognise (``detail``)."""
-
-    def __init__(self, message: str, *, detail: str, request_id: str = "") -> None:
-        super().__init__(message, code=FAILED, request_id=request_id)
-        self.detail = detail
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,60 +117,6 @@ class Session:
         self._usable_until = trio.current_time() + 0.75 * self.keep_alive_s
 
 
-class SubStatement(msgspec.Struct, frozen=True, rename="pascal"):
-    id: str
-    status: str
-    result_rows: int = -1  # rows returned or affected; -1 when not known
-    has_result_set: bool = False
-    error: str = ""
-
-
-class StatementResult(msgspec.Struct, frozen=True, rename="pascal"):
-    """DescribeStatement's answer, the parts afpipe uses."""
-
-    id: str
-    status: str
-    result_rows: int = -1
-    has_result_set: bool = False
-    error: str = ""
-    sub_statements: list[SubStatement] = []
-
-
-def statement_error(result: StatementResult) -> AfpipeError:
-    """The error a FAILED or ABORTED statement stands for."""
-    text = f"Redshift statement {result.id} {result.status}: {result.error or 'no detail'}"
-    if result.status == "ABORTED":
-        return TransientError(text, code=ABORTED)
-    if _CONFLICT.search(result.error):
-        return TransientError(text, code=CONFLICT)
-    if _DATA.search(result.error):
-        return StatementDataError(result.error, code=FAILED, request_id=result.id)
-    if _PRIVILEGE.search(result.error):
-        return ConfigError(
-            f"the Redshift database user (REDSHIFT_DB_USER / REDSHIFT_SECRET_ARN, or the IAM"
-            f" identity) lacks a privilege on REDSHIFT_TABLE_NAME's schema: {result.error}"
-        )
-    if _SYSTEM.search(result.error):
-        return TransientError(text, code=FAILED)
-    # Not known to be the rows' fault: retrying is safe (loads are idempotent), and
-    # the warehouse bounds how often before it bisects (RedshiftWarehouse).
-    return UnclassifiedStatementError(text, detail=result.error, request_id=result.id)
-
-
-Classifier = Callable[[StatementResult], AfpipeError]
-
-
-def field_value(field: Mapping[str, Any]) -> Value:
-    """One GetStatementResult field as a Python value (SUPER and times come as text)."""
-    if field.get("isNull"):
-        return None
-    for kind in ("stringValue", "longValue", "doubleValue", "booleanValue", "blobValue"):
-        if kind in field:
-            value: Value = field[kind]
-            return value
-    return None
-
-
 class RedshiftData:
     """``await RedshiftData(aws, service, target, ...).run("SELECT 1")``."""
 
@@ -220,13 +127,16 @@ class RedshiftData:
         target: Target,
         *,
         statement_timeout_s: float,
-        max_polls: int,
+        max_wait_s: float,
     ) -> None:
         self.aws = aws
         self.service = service
         self.target = target
         self.statement_timeout_s = statement_timeout_s
-        self.max_polls = max_polls
+        # REDSHIFT_MAX_RETRIES counted polls of the old service's one-second cadence:
+        # it bounds the waiting for one statement to that many seconds, however often
+        # afpipe polls.
+        self.max_wait_s = max_wait_s
 
     async def run(
         self,
@@ -302,17 +212,16 @@ class RedshiftData:
             raise
         if result is None:
             await self._cancel_quietly(statement_id)
-            raise TransientError(
+            raise StatementTimeout(
                 f"Redshift statement {statement_id} still running after "
-                f"{self.statement_timeout_s} s or {self.max_polls} s of polling; cancelled",
-                code=TIMED_OUT,
+                f"{self.statement_timeout_s} s or {self.max_wait_s} s of polling; cancelled"
             )
         return result
 
     async def _poll(self, statement_id: str) -> StatementResult | None:
         """Long-poll DescribeStatement until the statement ends; None when it
-        outlives REDSHIFT_MAX_RETRIES seconds of waiting."""
-        delay_s, budget_s = FIRST_POLL_S, self.max_polls * POLL_UNIT_S
+        outlives ``max_wait_s`` seconds of waiting."""
+        delay_s, budget_s = FIRST_POLL_S, self.max_wait_s
         started = trio.current_time()
         while (spent_s := trio.current_time() - started) < budget_s:
             wait_s = min(LONG_POLL_S, int(budget_s - spent_s))
@@ -335,10 +244,10 @@ class RedshiftData:
         try:
             answer = await self.aws.call(self.service, "DescribeStatement", payload)
         except PermanentError as exc:
-            if exc.code != "ResourceNotFoundException":
+            lost = lost_statement(exc)
+            if lost is None:
                 raise
-            # The service lost track of it (or has not caught up): try the load again.
-            raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
+            raise lost from exc
         return _convert(answer, StatementResult)
 
     async def cancel(self, statement_id: str) -> bool:

@@ -2,11 +2,11 @@
 
 Inline SQL carries at most what the Data API's limits in force allow per
 transaction: 100 KB, or 40 texts of 100 KB where the Data API takes them
-(``redshift_sql.SqlLimits``; the warehouse learns which). Each text is a
+(``sql.SqlLimits``; ``batch_limit`` learns which). Each text is a
 statement of its own, and one COPY costs what one text does, so with staging
 on, rows that do not fit in ONE inline text of 100 KB, or a row too large for
 inline SQL, are staged by one COPY from one S3 object instead, then merged as
-inline loads are (``redshift_sql``):
+inline loads are (``load_sql``):
 
     CREATE TEMP TABLE afpipe_stage (...)    -- or DELETE FROM afpipe_stage
     COPY afpipe_stage (id, ...) FROM 's3://B/K' IAM_ROLE 'R' REGION 'G'
@@ -16,36 +16,22 @@ inline loads are (``redshift_sql``):
 The object is gzip'd JSON lines: one object per row, keys the lower-case
 column names, text columns as JSON strings or null, and ``event_data`` the
 payload's canonical JSON itself (not a string holding it), which COPY loads
-into the SUPER column.
+into the SUPER column. A failed COPY is classified by ``errors.copy_statement_error``.
 """
 
 from __future__ import annotations
 
 import gzip
-import re
 from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 
-from afpipe.aws.redshift_data import FAILED, StatementDataError, StatementResult, statement_error
-from afpipe.errors import AfpipeError, TransientError
 from afpipe.event import Row
-from afpipe.warehouse import redshift_sql as sql
+from afpipe.warehouse.redshift import load_sql, sql
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # COPY's limit on one JSON object
-COPY_SOURCE = "CopySourceFailed"  # TransientError.code: the bucket, the role, the region
 _GZIP_LEVEL = 1  # the object lives for seconds: speed over size
-
-# A COPY that failed for these reasons failed before any row was read: not the rows' fault.
-_NOT_THE_ROWS = re.compile(
-    r"S3ServiceException|S3CurlException|access ?denied|not authorized to assume"
-    r"|assume ?role|IAM role|S3 prefix .* does not exist|specified (?:bucket|key) does not exist"
-    r"|NoSuchBucket|NoSuchKey|different region",
-    re.I,
-)
-# Redshift's answer when COPY rejected a row (details in sys_load_error_detail).
-_LOAD_ERROR = re.compile(r"Load into table '[^']*' failed|sys_load_error_detail|stl_load_errors")
 
 
 class Staging(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,10 +97,9 @@ def unstorable_reason(row: Row) -> str | None:
 
 
 def copy_sql(staging: Staging, key: str) -> str:
-    columns = ", ".join(sql.COLUMNS)
     source = sql.literal(f"s3://{staging.bucket}/{key}")
     return (
-        f"COPY {sql.STAGE} ({columns}) FROM {source}"
+        f"COPY {sql.STAGE} ({sql.COLUMN_LIST}) FROM {source}"
         f" IAM_ROLE {sql.literal(staging.iam_role)} REGION {sql.literal(staging.region)}"
         " FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto'"
     )
@@ -128,23 +113,7 @@ def fits_inline(rows: Sequence[Row], table: sql.TableName) -> bool:
     # A lower bound, cheap for a large batch: quoting and escaping only add bytes.
     if sum(len(row.event_data) + len(row.id) for row in rows) > limits.max_batch_sql_bytes:
         return False
-    if any(sql.inline_size_reason(row, table, limits) is not None for row in rows):
+    if any(load_sql.inline_size_reason(row, table, limits) is not None for row in rows):
         return False
-    calls = sql.stage_calls(rows, [sql.create_stage_sql()], limits)
+    calls = load_sql.stage_calls(rows, [sql.create_stage_sql()], limits)
     return len(calls) == 1 and len(calls[0].sqls) == 2
-
-
-def copy_statement_error(result: StatementResult) -> AfpipeError:
-    """The error a FAILED or ABORTED COPY transaction stands for.
-
-    The rows are at fault only when COPY says it rejected a row; a COPY that
-    could not read the object (missing, denied, role not assumable, wrong
-    region) leaves the batch queued for a retry instead of dead-lettering it.
-    """
-    if result.status == "FAILED":
-        if _NOT_THE_ROWS.search(result.error):
-            text = f"Redshift COPY {result.id} could not read the staged object: {result.error}"
-            return TransientError(text, code=COPY_SOURCE, request_id=result.id)
-        if _LOAD_ERROR.search(result.error):
-            return StatementDataError(result.error, code=FAILED, request_id=result.id)
-    return statement_error(result)

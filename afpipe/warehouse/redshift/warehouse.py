@@ -2,13 +2,13 @@
 
 A batch is staged into a temp table of a Data API session in as few calls as
 the Data API's limits allow, then merged into the target in one call of that
-session, idempotent on ``id`` (``redshift_sql``). A load that FAILED for a data
+session, idempotent on ``id`` (``load_sql``). A load that FAILED for a data
 reason is bisected (``load_isolating``) down to the offending events, which
 come back as ``Rejected`` with Redshift's error text; the rest commit. Every
 merge first LOCKs afpipe's own lock table, so merges from any number of
 processes run one after another and each dedups in a snapshot that sees the
 previous load's rows: exactly once under SNAPSHOT and SERIALIZABLE isolation
-alike (the argument is in ``redshift_sql``). Staging takes no lock: the writers
+alike (the argument is in ``load_sql``). Staging takes no lock: the writers
 of this process and of others stage side by side, and only the merge (two
 statements) is serialised. This process's writers also queue among themselves
 before submitting a merge, so they wait here rather than in Redshift holding a
@@ -20,18 +20,13 @@ stage is emptied, not created again); one whose call failed, timed out or was
 cancelled is left to close by itself (``SESSION_KEEP_ALIVE_S``).
 
 With a ``Stager`` (S3 staging on), rows that do not fit in one inline text of
-100 KB are staged by one COPY from S3 instead (``redshift_copy``); each attempt
+100 KB are staged by one COPY from S3 instead (``copy``); each attempt
 of the bisection chooses again, so halves that fit inline fail, if at all,
 with Redshift's own reason for the row.
 
-AWS documents the Data API's 100 KB limit per SQL text, not whether the texts
-of one BatchExecuteStatement also count together. A warehouse starts with the
-per-text reading (up to 40 texts of 100 KB a call, so ~39 x 80 events a
-call) and learns which applies from the first call over 100 KB in all:
-taken, per-text is confirmed (info); refused with the size ValidationException,
-the total limit applies (warning) and the refused call's rows are re-planned
-at once, never bisected nor dead-lettered. What is learnt lasts as long as the
-warehouse object (``batch_limit``); ``afpipe check`` reports it.
+Whether the Data API's 100 KB limit counts the texts of a call together is
+learnt from its answers (``batch_limit``), for as long as the warehouse object
+lasts; a call it refused for that is re-planned at once, never bisected.
 """
 
 from __future__ import annotations
@@ -44,46 +39,43 @@ import trio
 
 from afpipe import metrics
 from afpipe.aws.client import AwsClient
-from afpipe.aws.redshift_data import (
-    CONFLICT,
-    FAILED,
-    RedshiftData,
-    Session,
-    StatementDataError,
-    StatementResult,
-    Target,
-    UnclassifiedStatementError,
-)
 from afpipe.aws.service import AwsService
-from afpipe.errors import PermanentError, TransientError
-from afpipe.event import Event, Row, to_row
-from afpipe.warehouse import redshift_copy as copy
-from afpipe.warehouse import redshift_sql as sql
-from afpipe.warehouse.base import LoadResult, Rejected
+from afpipe.errors import PermanentError
+from afpipe.event import Event, Row
+from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.isolate import load_isolating
-from afpipe.warehouse.s3_staging import Stager
+from afpipe.warehouse.redshift import copy, load_sql, sql
+from afpipe.warehouse.redshift.batch import Batch
+from afpipe.warehouse.redshift.batch_limit import BatchLimit
+from afpipe.warehouse.redshift.data_api import RedshiftData, Session, Target
+from afpipe.warehouse.redshift.errors import (
+    RefusedRequest,
+    StatementConflict,
+    StatementDataError,
+    UnclassifiedFailures,
+    UnclassifiedStatementError,
+    copy_statement_error,
+)
+from afpipe.warehouse.redshift.results import StatementResult
+from afpipe.warehouse.redshift.staging import Stager
 
 logger = logging.getLogger("afpipe.redshift")
 
 DEFAULT_DEDUP_WINDOW_S = 24 * 60 * 60.0
 DEFAULT_MAX_UNCLASSIFIED_FAILURES = 5
-# RedshiftWarehouse.batch_limit once the Data API's answers told which applies:
-PER_TEXT = "per_text"  # 100 KB for each SQL text, up to 40 texts a call
-TOTAL = "total"  # 100 KB for all the SQL texts of a call together
-_MAX_UNCLASSIFIED_TEXTS = 64  # bounds the memory of failure texts
 # How long the Data API keeps a load's session open after its last statement: a
 # writer's next load reuses it (and its stage) well within that; one left idle
-# closes by itself. Sessions are used for 3/4 of it (redshift_data.Session).
+# closes by itself. Sessions are used for 3/4 of it (data_api.Session).
 SESSION_KEEP_ALIVE_S = 120
 
 
 class RedshiftWarehouse:
     """The ``Warehouse`` protocol on Redshift.
 
-    ``statement_timeout_s`` and ``max_polls`` bound each statement (settings
+    ``statement_timeout_s`` and ``max_wait_s`` bound each statement (settings
     REDSHIFT_STATEMENT_TIMEOUT / 1000 and REDSHIFT_MAX_RETRIES); ``table`` is
     ``table`` or ``schema.table``; ``dedup_window_s`` widens the event-time
-    range the dedup looks at (``redshift_sql.insert_new_sql``); ``stager``
+    range the dedup looks at (``load_sql.insert_new_sql``); ``stager``
     turns on COPY from S3 for what does not fit one inline transaction;
     ``limits`` fixes the Data API's limits instead of learning its batch limit.
     """
@@ -97,7 +89,7 @@ class RedshiftWarehouse:
         *,
         name: str = "primary",
         statement_timeout_s: float = 60.0,
-        max_polls: int = 30,
+        max_wait_s: float = 30,
         dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
         limits: sql.SqlLimits | None = None,
         stager: Stager | None = None,
@@ -108,24 +100,30 @@ class RedshiftWarehouse:
         self.name = name
         self.table = sql.table_name(table)  # raises ConfigError unless a plain name
         self.data = RedshiftData(
-            aws, service, target, statement_timeout_s=statement_timeout_s, max_polls=max_polls
+            aws, service, target, statement_timeout_s=statement_timeout_s, max_wait_s=max_wait_s
         )
         self.dedup_window_s = dedup_window_s
-        # Without given limits, the batch limit is learnt from the Data API's answers:
-        # optimistic until a call over 100 KB in all is refused (module docstring).
-        self.detects_batch_limit = limits is None
-        self.limits = limits or sql.PER_TEXT_LIMITS  # what loads are planned with now
-        self.batch_limit: str | None = None  # PER_TEXT or TOTAL once learnt
-        # Which rows can never load inline must not change with what is learnt: a row
-        # that fits under the total limit fits under either.
-        self._row_limits = limits or sql.TOTAL_LIMITS
+        self._batch_limit = BatchLimit(name, limits)  # learnt when limits is None
         self.stager = stager
         # A statement failing with a text afpipe does not know is retried this many
         # times (identical texts, across attempts), then treated as the rows' fault.
-        self.max_unclassified_failures = max_unclassified_failures
-        self._unclassified: dict[str, int] = {}  # Redshift's text -> failures seen
+        self._unclassified = UnclassifiedFailures(max_unclassified_failures)
         self._transactions = trio.Lock()  # this process's merges queue here first (see above)
         self._sessions: list[Session] = []  # open, idle, each with a stage: newest last
+
+    @property
+    def limits(self) -> sql.SqlLimits:
+        """The Data API's limits loads are planned with now."""
+        return self._batch_limit.limits
+
+    @property
+    def batch_limit(self) -> str | None:
+        """``batch_limit.PER_TEXT`` or ``TOTAL`` once learnt, else None."""
+        return self._batch_limit.learnt
+
+    def describe_batch_limit(self) -> str:
+        """Which batch limit loads are planned with, and how afpipe knows (``afpipe check``)."""
+        return self._batch_limit.describe()
 
     async def ensure_table(self) -> None:
         """The target and the lock table every load takes first (both idempotent)."""
@@ -159,7 +157,7 @@ class RedshiftWarehouse:
 
     async def columns(self) -> list[tuple[str, str]]:
         """The target's columns in order, types as ``svv_columns`` names them
-        (compare with ``redshift_sql.EXPECTED_COLUMNS``); empty if no table."""
+        (compare with ``sql.EXPECTED_COLUMNS``); empty if no table."""
         records = await self.data.query(
             "SELECT column_name, data_type, character_maximum_length FROM svv_columns"
             " WHERE table_schema = :schema AND table_name = :table ORDER BY ordinal_position",
@@ -177,31 +175,17 @@ class RedshiftWarehouse:
     async def load(self, events: Sequence[Event]) -> LoadResult:
         """Commit ``events`` idempotently on id; ``loaded`` counts rows newly inserted
         (the final INSERT's ResultRows), so repeats of committed ids count 0."""
-        batch = self._prepare(events)
-        rows = {event.id: row for event, row in batch.stored.values()}
-        attempt = functools.partial(self._attempt, rows)
-        result = await load_isolating([event for event, _ in batch.stored.values()], attempt)
-        self._unclassified.clear()  # a load went through: count afresh
-        rejected = batch.rejected + result.rejected
-        return LoadResult(
-            loaded=result.loaded, rejected=rejected + _twins_of(rejected, batch.twins)
-        )
+        batch = Batch(events, self._unstorable_reason)
+        attempt = functools.partial(self._attempt, batch.rows())
+        result = await load_isolating(batch.events(), attempt)
+        self._unclassified.clear()
+        return LoadResult(loaded=result.loaded, rejected=batch.rejected_with(result.rejected))
 
-    def _prepare(self, events: Sequence[Event]) -> _Batch:
-        batch = _Batch()
-        for event in events:
-            row = to_row(event)
-            if self.stager is None:
-                reason = sql.unstorable_reason(row, self.table, self._row_limits)
-            else:
-                reason = copy.unstorable_reason(row)
-            if reason is not None:
-                batch.rejected.append(Rejected(event, reason))
-            elif row.id in batch.stored:
-                batch.twins.append(event)
-            else:
-                batch.stored[row.id] = (event, row)
-        return batch
+    def _unstorable_reason(self, row: Row) -> str | None:
+        """Why ``row`` can never load the way this warehouse loads, or None."""
+        if self.stager is None:
+            return load_sql.unstorable_reason(row, self.table, self._batch_limit.row_limits)
+        return copy.unstorable_reason(row)
 
     async def _attempt(self, rows: dict[str, Row], events: Sequence[Event]) -> int:
         """Load ``events``; rows newly inserted. Raises StatementDataError only when
@@ -211,47 +195,22 @@ class RedshiftWarehouse:
         except StatementDataError:
             raise
         except UnclassifiedStatementError as exc:
-            if self._count_unclassified(exc.detail) < self.max_unclassified_failures:
+            verdict = self._unclassified.verdict(exc)
+            if verdict is None:
                 raise
             logger.warning(
                 "%s: the same unclassified failure %d times; taking it to be the rows': %s",
                 self.name,
-                self.max_unclassified_failures,
+                self._unclassified.limit,
                 exc.detail,
             )
-            raise StatementDataError(exc.detail, code=FAILED, request_id=exc.request_id) from exc
-        except PermanentError as exc:
-            # Refused as a request (validation, access, S3 denied): no row is at fault,
-            # so bisecting would dead-letter good events. Keep them queued instead.
-            raise TransientError(str(exc), code=exc.code, request_id=exc.request_id) from exc
-
-    def _count_unclassified(self, detail: str) -> int:
-        """Failures with ``detail`` so far, this one included."""
-        seen = self._unclassified.get(detail, 0) + 1
-        if detail in self._unclassified or len(self._unclassified) < _MAX_UNCLASSIFIED_TEXTS:
-            self._unclassified[detail] = seen
-        return seen
-
-    def describe_batch_limit(self) -> str:
-        """Which batch limit loads are planned with, and how afpipe knows (``afpipe check``)."""
-        if not self.detects_batch_limit:
-            return (
-                f"configured: {self.limits.max_sql_bytes} bytes per SQL text,"
-                f" {self.limits.max_batch_sql_bytes} per call"
-            )
-        if self.batch_limit == PER_TEXT:
-            return "100 KB per SQL text, up to 40 texts a call (the Data API took a larger call)"
-        if self.batch_limit == TOTAL:
-            return "100 KB for all the SQL texts of a call together (the Data API refused more)"
-        return (
-            "not known yet: detected at the first load of more than 100 KB of SQL (afpipe"
-            " tries 100 KB per SQL text, up to 40 a call, and falls back to 100 KB a call"
-            " if the Data API refuses it)"
-        )
+            raise verdict from exc
+        except PermanentError as exc:  # a refused request: keep the batch queued
+            raise RefusedRequest.of(exc) from exc
 
     async def _load(self, rows: list[Row]) -> int:
         """Stage ``rows`` in a session, then merge them under the lock in one call
-        of that session (``redshift_sql``): inline, or by COPY with staging on when
+        of that session (``load_sql``): inline, or by COPY with staging on when
         they do not fit one 100 KB text. Only the merge queues behind other loads."""
         session = self._take_session()
         first = [sql.create_stage_sql() if session.fresh else sql.clear_stage_sql()]
@@ -259,7 +218,7 @@ class RedshiftWarehouse:
             await self._stage_copy(self.stager, session, rows, first)
         else:
             await self._stage_inline(session, rows, first)
-        merge = sql.merge_sqls(self.table, rows, self.dedup_window_s)
+        merge = load_sql.merge_sqls(self.table, rows, self.dedup_window_s)
         result = await self._run_retrying_conflicts(merge, session=session)
         self._sessions.append(session)  # ended well: its stage is there for the next
         return _inserted_rows(result)
@@ -277,47 +236,18 @@ class RedshiftWarehouse:
         allow; planned again when the Data API refused a call for the total size
         of its texts. Such a call never ran (the refusal comes before any statement
         starts), so the stage holds the earlier calls' rows and no more."""
-        calls = sql.stage_calls(rows, first, self.limits)
+        calls = load_sql.stage_calls(rows, first, self.limits)
         while calls:
             sqls = calls[0].sqls
             try:
                 await self.data.run(sqls, session=session)
             except PermanentError as exc:
-                if not (self.detects_batch_limit and sql.refused_for_total_size(sqls, exc)):
-                    raise  # another refusal: not the batch limit's doing, nothing learnt
-                self._learn_total(sqls, exc)
-                calls = sql.stage_calls([row for call in calls for row in call.rows], first)
+                if not self._batch_limit.refused(sqls, exc):
+                    raise
+                calls = load_sql.stage_calls([row for call in calls for row in call.rows], first)
                 continue
-            self._learn_per_text(sqls)
+            self._batch_limit.taken(sqls)
             calls, first = calls[1:], []
-
-    def _learn_total(self, sqls: list[str], exc: PermanentError) -> None:
-        if self.batch_limit != TOTAL:
-            logger.warning(
-                "%s: batch limit: 100 KB for all the SQL texts of a call together: the Data"
-                " API refused a BatchExecuteStatement of %d bytes in %d texts of at most"
-                " 100 KB each (%s); loading at most 100 KB a call from now on",
-                self.name,
-                _sql_bytes(sqls),
-                len(sqls),
-                exc,
-            )
-        self.batch_limit, self.limits = TOTAL, sql.TOTAL_LIMITS
-
-    def _learn_per_text(self, sqls: list[str]) -> None:
-        """A call over 100 KB in all was taken: the limit is on each text."""
-        if self.batch_limit is not None or not self.detects_batch_limit:
-            return
-        if _sql_bytes(sqls) <= sql.TOTAL_LIMITS.max_batch_sql_bytes:
-            return
-        self.batch_limit = PER_TEXT
-        logger.info(
-            "%s: batch limit: 100 KB per SQL text, up to 40 texts a call: the Data API took"
-            " a BatchExecuteStatement of %d bytes in %d texts",
-            self.name,
-            _sql_bytes(sqls),
-            len(sqls),
-        )
 
     async def _stage_copy(
         self, stager: Stager, session: Session, rows: list[Row], first: list[str]
@@ -326,7 +256,7 @@ class RedshiftWarehouse:
             metrics.STAGED_LOADS.labels(self.name).inc()
             logger.debug("%s: staging %d rows by COPY from %s", self.name, len(rows), key)
             sqls = [*first, copy.copy_sql(stager.staging, key)]
-            await self.data.run(sqls, classify=copy.copy_statement_error, session=session)
+            await self.data.run(sqls, classify=copy_statement_error, session=session)
 
     async def _run_retrying_conflicts(
         self, sqls: list[str], *, session: Session
@@ -338,22 +268,11 @@ class RedshiftWarehouse:
             try:
                 async with self._transactions:
                     return await self.data.run(sqls, session=session)
-            except TransientError as exc:
-                if exc.code != CONFLICT:
-                    raise
+            except StatementConflict as exc:
                 if not await self.data.aws.backoff(self.data.service, retry_index):
                     raise
                 logger.info("%s: retrying a load after a conflict: %s", self.name, exc)
                 retry_index += 1
-
-
-class _Batch:
-    """A batch sorted out before any SQL: what to load, what can never load."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, tuple[Event, Row]] = {}  # by id, first event of each id
-        self.twins: list[Event] = []  # later events with an id already stored
-        self.rejected: list[Rejected] = []
 
 
 def _inserted_rows(result: StatementResult) -> int:
@@ -361,13 +280,3 @@ def _inserted_rows(result: StatementResult) -> int:
     if not result.sub_statements:
         return 0
     return max(0, result.sub_statements[-1].result_rows)
-
-
-def _sql_bytes(sqls: list[str]) -> int:
-    return sum(len(text.encode()) for text in sqls)
-
-
-def _twins_of(rejected: list[Rejected], twins: list[Event]) -> list[Rejected]:
-    """A repeat shares its id, hence its payload, with a rejected event: same fate."""
-    reasons = {item.event.id: item.reason for item in rejected}
-    return [Rejected(event, reasons[event.id]) for event in twins if event.id in reasons]
