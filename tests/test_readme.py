@@ -48,3 +48,26 @@ def test_the_table_check_catches_drift() -> None:
     drifted = readme.replace("| `AFPIPE_WRITERS` | `4` |", "| `AFPIPE_WRITERS` | `2` |")
     table = readme_settings_table(drifted)
     assert table["AFPIPE_WRITERS"] != expected_row("AFPIPE_WRITERS")
+
+
+def readme_layout(readme: str) -> dict[str, str]:
+    """The Layout section's tree: module path -> its line's description."""
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    modules: dict[str, str] = {}
+    folders: list[str] = []
+    for line in block.strip("\n").splitlines()[1:]:  # under "afpipe/"
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name, _, description = line.strip().partition(" ")
+        folders = folders[: depth - 1]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            modules["/".join(["afpipe", *folders, name])] = description.strip()
+    return modules
+
+
+def test_readme_layout_lists_every_module_once_with_a_line_each() -> None:
+    layout = readme_layout((ROOT / "README.md").read_text())
+    package = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "afpipe").rglob("*.py"))
+    assert sorted(layout) == package
+    assert all(layout.values()), [m for m, d in layout.items() if not d]

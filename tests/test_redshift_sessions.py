@@ -22,7 +22,7 @@ from afpipe.errors import TransientError
 from afpipe.event import Event
 from afpipe.warehouse.redshift import RedshiftWarehouse
 from afpipe.warehouse.redshift import warehouse as redshift_module
-from afpipe.warehouse.redshift.data_api import Session
+from afpipe.warehouse.redshift.session import Session
 from tests.emulators.redshift_data import RedshiftDataEmulator
 from tests.fixtures.redshift import TERMINAL, alarm_after, wait_statement
 from tests.test_redshift_emulator_isolation import holding

@@ -110,7 +110,10 @@ class FakeDataApi:
                 self._stages[session] = txn
         else:
             self._answers[statement_id] = {"Status": "FAILED", "Error": error}
-        return httpx.Response(200, json={"Id": statement_id, "SessionId": session})
+        answer = {"Id": statement_id, "SessionId": session}
+        if "WaitTimeSeconds" in body:  # a held submit answers the status it waited for
+            answer["Status"] = self._answers[statement_id]["Status"]
+        return httpx.Response(200, json=answer)
 
     def _session(self, body: dict[str, Any]) -> str:
         if "SessionId" in body:

@@ -1,27 +1,23 @@
 """A thin, typed Redshift Data API client on ``AwsClient``.
 
-The Data API is asynchronous: ExecuteStatement / BatchExecuteStatement return
-an Id, DescribeStatement tells when it ended. ``RedshiftData.run`` submits and
-waits with DescribeStatement's long polling (``WaitTimeSeconds``: the service
-holds the answer until the statement ends or the wait elapses), so a statement
-that ends within the wait costs its submit and one DescribeStatement. The wait
-is on DescribeStatement, not on the submit (which accepts it too), because the
-submit's answer has neither a failure's Error nor a batch's SubStatements, and
-because a drain cancelling a held submit would not know the Id to cancel. A
-service that answers at once is polled with backoff, as before long polling.
-Both are bounded by the statement timeout and by ``max_wait_s`` seconds of
-waiting (REDSHIFT_MAX_RETRIES); a statement that outlives them, or whose caller
-is cancelled (drain), is cancelled with CancelStatement. A ``Session``
-(SessionKeepAliveSeconds, then SessionId) runs calls on one connection, so a
-temp table one call fills is there for the next. A statement that did not
-FINISH raises what ``errors.statement_error`` (or the caller's ``classify``)
-makes of it; the answers' shapes are in ``results``.
+The Data API is asynchronous: ExecuteStatement / BatchExecuteStatement return an
+Id, DescribeStatement tells when it ended. ``RedshiftData.run`` submits, then
+waits with DescribeStatement's long polling (``WaitTimeSeconds``: answered when
+the statement ends or the wait elapses): a submit and one DescribeStatement. A
+``held`` run puts the wait on the submit instead (staging calls): one that ends
+within it costs no DescribeStatement; a failure's Error or a batch's
+SubStatements still come from DescribeStatement, and a cancel while held learns
+the Id by repeating the call with its ClientToken (idempotent). A service that
+answers at once is polled with backoff. All within the statement timeout and
+``max_wait_s`` seconds of waiting (REDSHIFT_MAX_RETRIES); a statement that
+outlives them, or whose caller is cancelled (drain), is cancelled. A ``Session``
+(``session``) keeps one connection across calls. A statement that did not
+FINISH raises what ``errors.statement_error`` (or ``classify``) makes of it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -32,7 +28,7 @@ import trio
 from afpipe import drain
 from afpipe.aws.client import AwsClient
 from afpipe.aws.service import AwsService
-from afpipe.errors import ConfigError, PermanentError, TransientError
+from afpipe.errors import PermanentError, TransientError
 from afpipe.warehouse.redshift.errors import (
     Classifier,
     StatementTimeout,
@@ -40,6 +36,7 @@ from afpipe.warehouse.redshift.errors import (
     statement_error,
 )
 from afpipe.warehouse.redshift.results import StatementResult, Value, field_value
+from afpipe.warehouse.redshift.session import Session, Target
 
 logger = logging.getLogger("afpipe.redshift")
 
@@ -56,65 +53,6 @@ CANCEL_TIMEOUT_S = 5.0  # a cancel on drain or timeout must not hold shutdown fo
 _TERMINAL = frozenset({"FINISHED", "FAILED", "ABORTED"})
 
 _T = TypeVar("_T")
-
-
-class Target(msgspec.Struct, frozen=True, kw_only=True):
-    """Where statements run and as whom.
-
-    Provisioned: ``cluster_identifier`` with ``db_user`` (temporary credentials),
-    ``secret_arn``, or neither (the caller's IAM identity). Serverless:
-    ``workgroup_name`` with ``secret_arn`` or neither (IAM).
-    """
-
-    database: str
-    cluster_identifier: str = ""
-    workgroup_name: str = ""
-    db_user: str = ""
-    secret_arn: str = ""
-
-    def __post_init__(self) -> None:
-        if bool(self.cluster_identifier) == bool(self.workgroup_name):
-            raise ConfigError("Redshift: set a cluster identifier or a workgroup name (one)")
-        if self.db_user and (self.secret_arn or self.workgroup_name):
-            raise ConfigError("Redshift: a database user goes with a cluster and no secret")
-        if not self.database:
-            raise ConfigError("Redshift: the database name is empty")
-
-    def request_fields(self) -> dict[str, str]:
-        fields = {
-            "ClusterIdentifier": self.cluster_identifier,
-            "WorkgroupName": self.workgroup_name,
-            "Database": self.database,
-            "DbUser": self.db_user,
-            "SecretArn": self.secret_arn,
-        }
-        return {name: value for name, value in fields.items() if value}
-
-
-class Session:
-    """A Data API session, used by one task at a time: its first call opens it
-    (``SessionKeepAliveSeconds``), later calls name it (``SessionId``) and so share
-    its connection and temp tables. The service closes it ``keep_alive_s`` after
-    its last statement ended; ``usable`` leaves a quarter of that as margin, so a
-    call never meets a session closed for idleness. ``fresh`` until a call opened it."""
-
-    def __init__(self, keep_alive_s: int) -> None:
-        if not 1 <= keep_alive_s <= 86_400:  # the model's range; 0 closes it at once
-            raise ValueError("a session's keep-alive is 1..86400 seconds")
-        self.keep_alive_s = keep_alive_s
-        self.id = ""  # the service's, from the first call's answer
-        self._usable_until = -math.inf
-
-    @property
-    def fresh(self) -> bool:
-        return not self.id
-
-    def usable(self) -> bool:
-        return self.fresh or trio.current_time() < self._usable_until
-
-    def ended(self) -> None:
-        """A statement in it ended now (or a little earlier: that is the margin)."""
-        self._usable_until = trio.current_time() + 0.75 * self.keep_alive_s
 
 
 class RedshiftData:
@@ -145,13 +83,33 @@ class RedshiftData:
         *,
         classify: Classifier = statement_error,
         session: Session | None = None,
+        held: bool = False,
     ) -> StatementResult:
         """Run one SQL text (ExecuteStatement) or several in one transaction
         (BatchExecuteStatement), in ``session`` if given, and wait until it
-        FINISHED; otherwise raise what ``classify`` makes of the failure."""
+        FINISHED; otherwise raise what ``classify`` makes of the failure.
+
+        ``held``: the submit itself waits for the statement (WaitTimeSeconds),
+        within the same budget; the statement's Id is not known until it answers,
+        so a cancel meanwhile costs one more call (``_cancel_by_token``).
+        Staging calls are held; a merge is not: its answer carries no
+        SubStatements, whose last ResultRows a load reports."""
         token = str(uuid.uuid4())
-        statement_id = await self.submit(sql, parameters, client_token=token, session=session)
-        result = await self.wait(statement_id)
+        started, hold_s = trio.current_time(), self._hold_s(held)
+        try:
+            submitted = await self._submit(
+                sql, parameters, client_token=token, session=session, hold_s=hold_s
+            )
+        except trio.Cancelled:
+            if hold_s:  # cancelled while held: the Id was not answered yet
+                await self._cancel_by_token(sql, parameters, token, session)
+            raise
+        if submitted.status == "FINISHED":  # held, and ended within the wait
+            result = StatementResult(
+                id=submitted.id, status="FINISHED", has_result_set=submitted.has_result_set
+            )
+        else:
+            result = await self.wait(submitted.id, spent_s=trio.current_time() - started)
         if session is not None:
             session.ended()
         if result.status != "FINISHED":
@@ -175,7 +133,30 @@ class RedshiftData:
         """Start a statement; its Id. The token makes a retried call start it once.
         In a ``session``, the first call opens it and names the target; later
         calls name only the session (the service refuses a target beside it)."""
+        submitted = await self._submit(
+            sql, parameters, client_token=client_token, session=session, hold_s=0
+        )
+        return submitted.id
+
+    def _hold_s(self, held: bool) -> int:
+        """WaitTimeSeconds for a held submit (0: not held), within the budget."""
+        if not held:
+            return 0
+        hold_s = int(min(LONG_POLL_S, self.statement_timeout_s, self.max_wait_s))
+        return hold_s if hold_s >= 1 else 0
+
+    async def _submit(
+        self,
+        sql: str | Sequence[str],
+        parameters: Mapping[str, str] | None,
+        *,
+        client_token: str,
+        session: Session | None,
+        hold_s: int,
+    ) -> _Submitted:
         payload: dict[str, Any] = {"ClientToken": client_token}
+        if hold_s:
+            payload["WaitTimeSeconds"] = hold_s
         if session is None or session.fresh:
             payload.update(self.target.request_fields())
         else:
@@ -198,15 +179,16 @@ class RedshiftData:
                     code="InvalidResponse",
                 )
             session.id = submitted.session_id
-        return submitted.id
+        return submitted
 
-    async def wait(self, statement_id: str) -> StatementResult:
-        """Poll until the statement ends; cancel it when it takes too long or the
-        caller is cancelled (shielded, briefly: the cancel must reach Redshift)."""
+    async def wait(self, statement_id: str, *, spent_s: float = 0.0) -> StatementResult:
+        """Poll until the statement ends; cancel it when it takes too long (``spent_s``
+        of its budget already gone) or the caller is cancelled (shielded, briefly:
+        the cancel must reach Redshift)."""
         result: StatementResult | None = None
         try:
-            with trio.move_on_after(self.statement_timeout_s):
-                result = await self._poll(statement_id)
+            with trio.move_on_after(self.statement_timeout_s - spent_s):
+                result = await self._poll(statement_id, self.max_wait_s - spent_s)
         except BaseException:
             await self._cancel_quietly(statement_id)
             raise
@@ -218,10 +200,10 @@ class RedshiftData:
             )
         return result
 
-    async def _poll(self, statement_id: str) -> StatementResult | None:
+    async def _poll(self, statement_id: str, budget_s: float) -> StatementResult | None:
         """Long-poll DescribeStatement until the statement ends; None when it
-        outlives ``max_wait_s`` seconds of waiting."""
-        delay_s, budget_s = FIRST_POLL_S, self.max_wait_s
+        outlives ``budget_s`` seconds of waiting."""
+        delay_s = FIRST_POLL_S
         started = trio.current_time()
         while (spent_s := trio.current_time() - started) < budget_s:
             wait_s = min(LONG_POLL_S, int(budget_s - spent_s))
@@ -254,6 +236,26 @@ class RedshiftData:
         answer = await self.aws.call(self.service, "CancelStatement", {"Id": statement_id})
         return bool(answer.get("Status", False))
 
+    async def _cancel_by_token(
+        self,
+        sql: str | Sequence[str],
+        parameters: Mapping[str, str] | None,
+        token: str,
+        session: Session | None,
+    ) -> None:
+        """Cancel a statement whose held submit was cancelled before it answered: the
+        same call with the same ClientToken answers that statement's Id (it starts
+        nothing new), then CancelStatement. Shielded, briefly, as any cancel."""
+        with drain.cleanup_scope(CANCEL_TIMEOUT_S):
+            try:
+                submitted = await self._submit(
+                    sql, parameters, client_token=token, session=session, hold_s=0
+                )
+            except (TransientError, PermanentError) as exc:
+                logger.info("could not learn a held statement's Id to cancel it: %s", exc)
+                return
+            await self._cancel_quietly(submitted.id)
+
     async def _cancel_quietly(self, statement_id: str) -> None:
         with drain.cleanup_scope(CANCEL_TIMEOUT_S):
             try:
@@ -278,6 +280,8 @@ class RedshiftData:
 class _Submitted(msgspec.Struct, frozen=True, rename="pascal"):
     id: str
     session_id: str = ""
+    status: str = ""  # after WaitTimeSeconds only
+    has_result_set: bool = False
 
 
 class _ResultPage(msgspec.Struct, frozen=True, rename="pascal"):

@@ -47,7 +47,7 @@ from afpipe.warehouse.isolate import load_isolating
 from afpipe.warehouse.redshift import copy, load_sql, sql
 from afpipe.warehouse.redshift.batch import Batch
 from afpipe.warehouse.redshift.batch_limit import BatchLimit
-from afpipe.warehouse.redshift.data_api import RedshiftData, Session, Target
+from afpipe.warehouse.redshift.data_api import RedshiftData
 from afpipe.warehouse.redshift.errors import (
     RefusedRequest,
     StatementConflict,
@@ -57,6 +57,7 @@ from afpipe.warehouse.redshift.errors import (
     copy_statement_error,
 )
 from afpipe.warehouse.redshift.results import StatementResult
+from afpipe.warehouse.redshift.session import Session, Target
 from afpipe.warehouse.redshift.staging import Stager
 
 logger = logging.getLogger("afpipe.redshift")
@@ -240,7 +241,7 @@ class RedshiftWarehouse:
         while calls:
             sqls = calls[0].sqls
             try:
-                await self.data.run(sqls, session=session)
+                await self.data.run(sqls, session=session, held=True)
             except PermanentError as exc:
                 if not self._batch_limit.refused(sqls, exc):
                     raise
@@ -256,7 +257,7 @@ class RedshiftWarehouse:
             metrics.STAGED_LOADS.labels(self.name).inc()
             logger.debug("%s: staging %d rows by COPY from %s", self.name, len(rows), key)
             sqls = [*first, copy.copy_sql(stager.staging, key)]
-            await self.data.run(sqls, classify=copy_statement_error, session=session)
+            await self.data.run(sqls, classify=copy_statement_error, session=session, held=True)
 
     async def _run_retrying_conflicts(
         self, sqls: list[str], *, session: Session
