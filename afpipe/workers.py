@@ -29,6 +29,23 @@ async def _wait_ready(read_fd: int) -> None:
             raise RuntimeError("a worker exited before it was serving")
 
 
+async def _spawn(index: int, env: dict[str, str], args: list[str]) -> tuple[trio.Process, int]:
+    """Start worker ``index``; the process and the pipe it writes one byte to when
+    it is serving."""
+    read_fd, write_fd = os.pipe()
+    command = [sys.executable, "-m", "afpipe", "serve", "--reuse-port", "--ready-fd"]
+    child = await trio.lowlevel.open_process(
+        [*command, str(write_fd), *args],
+        env={**env, "AFPIPE_WORKER_INDEX": str(index)},
+        pass_fds=(write_fd,),
+        # Own session: a terminal's Ctrl-C reaches only the parent, which
+        # forwards it once (twice would mean "exit now" to the children).
+        start_new_session=True,
+    )
+    os.close(write_fd)
+    return child, read_fd
+
+
 async def supervise(workers: int, args: list[str]) -> int:
     notifier = Notifier()
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
@@ -37,17 +54,7 @@ async def supervise(workers: int, args: list[str]) -> int:
     async with trio.open_nursery() as nursery:
         ready_fds = []
         for index in range(workers):
-            read_fd, write_fd = os.pipe()
-            command = [sys.executable, "-m", "afpipe", "serve", "--reuse-port", "--ready-fd"]
-            child = await trio.lowlevel.open_process(
-                [*command, str(write_fd), *args],
-                env={**env, "AFPIPE_WORKER_INDEX": str(index)},
-                pass_fds=(write_fd,),
-                # Own session: a terminal's Ctrl-C reaches only the parent, which
-                # forwards it once (twice would mean "exit now" to the children).
-                start_new_session=True,
-            )
-            os.close(write_fd)
+            child, read_fd = await _spawn(index, env, args)
             children.append(child)
             ready_fds.append(read_fd)
 
