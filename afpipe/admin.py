@@ -7,6 +7,12 @@ from collections.abc import Awaitable
 from afpipe import backends
 from afpipe.aws import AwsClient
 from afpipe.config import Settings
+from afpipe.config.sections import (
+    QueueSection,
+    StagingSection,
+    WarehouseSection,
+    sections,
+)
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
@@ -17,33 +23,35 @@ from afpipe.warehouse.redshift.sql import EXPECTED_COLUMNS
 async def check(settings: Settings) -> int:
     """Resolve credentials and ask each backend to answer; 0 when all do."""
     failures = 0
-    async with backends.open_aws(settings) as aws:
+    parts = sections(settings)
+    described = parts.describe()
+    async with backends.open_aws(parts) as aws:
         if aws is not None:
             failures += await _check_step("credentials", _check_credentials(aws))
-        print(f"queue: {backends.describe(settings)['queue']}")
-        failures += await _check_step("queue", _check_queue(settings, aws))
+        print(f"queue: {described['queue']}")
+        failures += await _check_step("queue", _check_queue(settings, parts.queue, aws))
         if settings.dlq_url:
             print(f"dead-letter queue: {settings.dlq_url}")
-            dlq = backends.sqs_queue(settings, aws, settings.dlq_url)
+            dlq = backends.sqs_queue(parts.queue, aws, settings.dlq_url)
             failures += await _check_step("dlq", _check_sqs(settings, dlq))
-        described = backends.describe(settings)
         print(f"warehouse: {described['warehouse']}")
-        failures += await _check_step("warehouse", _check_warehouse(settings, aws, "primary"))
-        if settings.secondary_redshift_enabled:
+        step = _check_warehouse(parts.primary, aws, parts.staging)
+        failures += await _check_step("warehouse", step)
+        if parts.secondary is not None:
             print(f"secondary warehouse: {described['secondary']}")
-            step = _check_warehouse(settings, aws, "secondary")
+            step = _check_warehouse(parts.secondary, aws, parts.staging)
             failures += await _check_step("secondary", step)
             if settings.secondary_retry_queue_url:
                 print(f"secondary retry queue: {settings.secondary_retry_queue_url}")
-                retry = backends.sqs_queue(settings, aws, settings.secondary_retry_queue_url)
+                retry = backends.sqs_queue(parts.queue, aws, settings.secondary_retry_queue_url)
                 failures += await _check_step("secondary retry queue", _check_sqs(settings, retry))
             else:
                 print(
                     "  WARNING: no AFPIPE_SECONDARY_RETRY_QUEUE_URL: secondary failures drop events"
                 )
-        if settings.s3_staging_uri:
+        if parts.staging is not None:
             print(f"S3 staging: {described['s3_staging']}, COPY role {settings.copy_iam_role}")
-            failures += await _check_step("s3 staging", _check_staging(settings, aws))
+            failures += await _check_step("s3 staging", _check_staging(parts.staging, aws))
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 1 if failures else 0
 
@@ -64,8 +72,8 @@ async def _check_credentials(aws: AwsClient) -> None:
     print(f"credentials: ok (access key ...{(credentials.access_key or '')[-4:]})")
 
 
-async def _check_queue(settings: Settings, aws: AwsClient | None) -> None:
-    async with backends.open_queue(settings, aws) as queue:
+async def _check_queue(settings: Settings, section: QueueSection, aws: AwsClient | None) -> None:
+    async with backends.open_queue(section, aws) as queue:
         if isinstance(queue, SqsQueue):
             await _check_sqs(settings, queue)
             return
@@ -102,8 +110,10 @@ async def _check_sqs(settings: Settings, queue: SqsQueue) -> None:
         )
 
 
-async def _check_warehouse(settings: Settings, aws: AwsClient | None, which: str) -> None:
-    async with backends.open_warehouse(settings, aws, which) as warehouse:
+async def _check_warehouse(
+    section: WarehouseSection, aws: AwsClient | None, staging: StagingSection | None
+) -> None:
+    async with backends.open_warehouse(section, aws, staging) as warehouse:
         await warehouse.ping()
         if not isinstance(warehouse, RedshiftWarehouse):
             print("  ok")
@@ -148,17 +158,18 @@ async def _check_isolation(warehouse: RedshiftWarehouse) -> None:
         )
 
 
-async def _check_staging(settings: Settings, aws: AwsClient | None) -> None:
-    stager = backends.stager(settings, aws) if aws is not None else None
-    if stager is None:
-        raise ConfigError("AFPIPE_S3_STAGING_URI: no AWS client (internal error)")
+async def _check_staging(section: StagingSection, aws: AwsClient | None) -> None:
+    if aws is None:  # open_aws opens one whenever the sections use AWS
+        raise RuntimeError("S3 staging without an AWS client: a bug in afpipe")
+    stager = backends.stager(section, aws)
     key = await stager.probe()
     print(f"  ok: put and deleted s3://{stager.staging.bucket}/{key}")
     print("  (whether Redshift may assume the COPY role shows on the first staged load)")
 
 
 async def dlq_peek(settings: Settings, limit: int) -> int:
-    async with backends.open_aws(settings) as aws, backends.open_queue(settings, aws) as queue:
+    parts = sections(settings)
+    async with backends.open_aws(parts) as aws, backends.open_queue(parts.queue, aws) as queue:
         letters = await queue.peek_dead_letters(limit)
     for letter in letters:
         _print_letter(letter.message_id, letter.receive_count, letter.reason, letter.body)
@@ -167,7 +178,8 @@ async def dlq_peek(settings: Settings, limit: int) -> int:
 
 
 async def dlq_redrive(settings: Settings, limit: int) -> int:
-    async with backends.open_aws(settings) as aws, backends.open_queue(settings, aws) as queue:
+    parts = sections(settings)
+    async with backends.open_aws(parts) as aws, backends.open_queue(parts.queue, aws) as queue:
         moved = await queue.redrive(limit)
     print(f"redrove {moved} message(s) to the queue")
     return 0

@@ -16,6 +16,7 @@ import msgspec
 from afpipe import backends
 from afpipe.aws import AwsClient
 from afpipe.config import Settings
+from afpipe.config.sections import Sections, sections
 from afpipe.health import Health
 from afpipe.http.config import IngestConfig
 from afpipe.instrumented import InstrumentedQueue, InstrumentedWarehouse
@@ -43,29 +44,37 @@ async def open_backends(settings: Settings, *, consume: bool) -> AsyncIterator[B
     """The queue (answering, or this raises), and with ``consume`` the warehouses.
     Tables are created at the first load, not here: a warehouse that is down at
     start must not stop ingest (the writers wait and retry)."""
+    parts = sections(settings)
     async with AsyncExitStack() as stack:
-        aws = await stack.enter_async_context(backends.open_aws(settings))
-        queue = await stack.enter_async_context(backends.open_queue(settings, aws))
+        aws = await stack.enter_async_context(backends.open_aws(parts))
+        queue = await stack.enter_async_context(backends.open_queue(parts.queue, aws))
         opened = Backends(queue=InstrumentedQueue(queue, "main"))
         await opened.queue.ping()
         if consume:
-            primary = await stack.enter_async_context(backends.open_warehouse(settings, aws))
+            primary = await stack.enter_async_context(
+                backends.open_warehouse(parts.primary, aws, parts.staging)
+            )
             opened.warehouse = InstrumentedWarehouse(TableCreatingWarehouse(primary))
-            if settings.secondary_redshift_enabled:
-                await _open_secondary(stack, settings, aws, opened)
+            if parts.secondary is not None:
+                await _open_secondary(stack, settings, parts, aws, opened)
         yield opened
 
 
 async def _open_secondary(
-    stack: AsyncExitStack, settings: Settings, aws: AwsClient | None, opened: Backends
+    stack: AsyncExitStack,
+    settings: Settings,
+    parts: Sections,
+    aws: AwsClient | None,
+    opened: Backends,
 ) -> None:
-    warehouse = InstrumentedWarehouse(
-        await stack.enter_async_context(backends.open_warehouse(settings, aws, "secondary"))
-    )
+    assert parts.secondary is not None
+    opening = backends.open_warehouse(parts.secondary, aws, parts.staging)
+    warehouse = InstrumentedWarehouse(await stack.enter_async_context(opening))
     retry_queue: Queue | None = None
-    if settings.secondary_retry_queue_url:
-        url = settings.secondary_retry_queue_url
-        retry_queue = InstrumentedQueue(backends.sqs_queue(settings, aws, url), "secondary_retry")
+    if url := parts.queue.secondary_retry_url:
+        retry_queue = InstrumentedQueue(
+            backends.sqs_queue(parts.queue, aws, url), "secondary_retry"
+        )
         drained = TableCreatingWarehouse(warehouse, drains_backlog=True)
         opened.secondary_backlog = (retry_queue, drained)
     else:

@@ -23,10 +23,11 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from afpipe import assembly, backends, metrics
+from afpipe import assembly, metrics
 from afpipe import drain as drain_plan
 from afpipe.assembly import Backends
 from afpipe.config import Settings, redacted
+from afpipe.config.sections import sections
 from afpipe.health import Health
 from afpipe.http.app import create_app
 from afpipe.http.server import hypercorn_config, serve_ingest
@@ -169,7 +170,7 @@ def _log_serving(settings: Settings, binds: list[str], *, ingest: bool, consume:
         extra={
             "binds": binds,
             "roles": {"ingest": ingest, "consumer": consume},
-            "backends": backends.describe(settings),
+            "backends": sections(settings).describe(),
             "settings": redacted(settings),
         },
     )

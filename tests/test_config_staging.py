@@ -11,6 +11,7 @@ import trio
 
 from afpipe import admin, backends, config
 from afpipe.aws import AwsClient
+from afpipe.config.sections import StagingSection, sections
 from afpipe.errors import ConfigError
 from afpipe.warehouse.redshift import RedshiftWarehouse, Staging
 from tests.fixtures.s3 import s3_keys
@@ -28,7 +29,7 @@ def test_staging_is_off_by_default() -> None:
     settings = config.load({}, NO_DOTENV)
     assert (settings.s3_staging_uri, settings.copy_iam_role) == ("", "")
     assert (settings.s3_staging_region, settings.aws_endpoint_url_s3) == ("", "")
-    assert backends.staging(settings) is None
+    assert sections(settings).staging is None
 
 
 @pytest.mark.parametrize(
@@ -62,8 +63,9 @@ def test_staging_is_off_by_default() -> None:
 )
 def test_good_staging_settings(extra: dict[str, str], staging: Staging) -> None:
     settings = config.load({**STAGED, **extra}, NO_DOTENV)
-    assert backends.staging(settings) == staging
-    assert backends.describe(settings)["s3_staging"] == (
+    parts = sections(settings)
+    assert parts.staging is not None and parts.staging.staging == staging
+    assert parts.describe()["s3_staging"] == (
         f"s3://{staging.bucket}/{staging.prefix} ({staging.region})"
     )
 
@@ -138,8 +140,10 @@ def test_role_and_region_are_checked_even_with_staging_off() -> None:
 
 
 def test_the_s3_endpoint_override_is_an_sdk_endpoint_variable() -> None:
-    settings = config.load({"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000"}, NO_DOTENV)
-    assert backends.endpoint_env(settings)["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9000"
+    values = {**STAGED, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000"}
+    staging = sections(config.load(values, NO_DOTENV)).staging
+    assert staging is not None
+    assert staging.s3.service.endpoint_url == "http://127.0.0.1:9000"
 
 
 async def test_both_warehouses_get_the_same_staging() -> None:
@@ -154,23 +158,28 @@ async def test_both_warehouses_get_the_same_staging() -> None:
         },
         NO_DOTENV,
     )
+    parts = sections(settings)
+    assert parts.secondary is not None and parts.staging is not None
     stagers = []
     async with AwsClient() as aws:
-        for which in ("primary", "secondary"):
-            async with backends.open_warehouse(settings, aws, which) as warehouse:
+        for section in (parts.primary, parts.secondary):
+            async with backends.open_warehouse(section, aws, parts.staging) as warehouse:
                 assert isinstance(warehouse, RedshiftWarehouse)
                 stagers.append(warehouse.stager)
     primary, secondary = stagers
     assert primary is not None and secondary is not None
-    assert primary.staging == secondary.staging == backends.staging(settings)
+    assert primary.staging == secondary.staging == parts.staging.staging
     assert primary.s3.endpoint == secondary.s3.endpoint
     assert primary.s3.endpoint.path_style
     assert primary.s3.endpoint.service.region == "eu-west-1"  # the bucket's, not the secondary's
 
 
 async def test_no_stager_without_staging() -> None:
-    settings = config.load({"REDSHIFT_WORKGROUP_NAME": "wg"}, NO_DOTENV)
-    async with AwsClient() as aws, backends.open_warehouse(settings, aws) as warehouse:
+    parts = sections(config.load({"REDSHIFT_WORKGROUP_NAME": "wg"}, NO_DOTENV))
+    async with (
+        AwsClient() as aws,
+        backends.open_warehouse(parts.primary, aws, parts.staging) as warehouse,
+    ):
         assert isinstance(warehouse, RedshiftWarehouse)
         assert warehouse.stager is None
 
@@ -178,13 +187,15 @@ async def test_no_stager_without_staging() -> None:
 # --- afpipe check ------------------------------------------------------------------------------
 
 
-def check_settings(moto_endpoint: str, bucket: str) -> config.Settings:
+def check_staging(moto_endpoint: str, bucket: str) -> StagingSection:
     values = {
         **STAGED,
         "AFPIPE_S3_STAGING_URI": f"s3://{bucket}/loads/",
         "AWS_ENDPOINT_URL_S3": moto_endpoint,
     }
-    return config.load(values, NO_DOTENV)
+    staging = sections(config.load(values, NO_DOTENV)).staging
+    assert staging is not None
+    return staging
 
 
 async def test_check_puts_and_deletes_a_probe(
@@ -194,9 +205,9 @@ async def test_check_puts_and_deletes_a_probe(
     s3_bucket: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = check_settings(moto_endpoint, s3_bucket)
+    staging = check_staging(moto_endpoint, s3_bucket)
     with trio.fail_after(30):
-        failures = await admin._check_step("s3 staging", admin._check_staging(settings, aws_client))
+        failures = await admin._check_step("s3 staging", admin._check_staging(staging, aws_client))
     out = capsys.readouterr().out
     assert failures == 0, out
     assert f"  ok: put and deleted s3://{s3_bucket}/loads/afpipe-check/" in out
@@ -206,9 +217,9 @@ async def test_check_puts_and_deletes_a_probe(
 async def test_check_reports_a_missing_bucket(
     aws_client: AwsClient, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = check_settings(moto_endpoint, "afpipe-no-such-bucket-here")
+    staging = check_staging(moto_endpoint, "afpipe-no-such-bucket-here")
     with trio.fail_after(30):
-        failures = await admin._check_step("s3 staging", admin._check_staging(settings, aws_client))
+        failures = await admin._check_step("s3 staging", admin._check_staging(staging, aws_client))
     out = capsys.readouterr().out
     assert failures == 1
     assert "FAILED (s3 staging): s3 PutObject s3://afpipe-no-such-bucket-here/loads/" in out
