@@ -126,8 +126,8 @@ def ingest_config(settings: Settings) -> IngestConfig:
         token=settings.webhook_token,
         token_header=settings.webhook_token_header,
         consumer_enabled=settings.enable_sqs_consumer,
-        allowed_cidrs=settings.allowed_cidrs,
-        trusted_proxies=settings.trusted_proxies,
+        allowed_networks=sections(settings).allowed_networks,
+        trusted_proxies=sections(settings).trusted_proxies,
         max_inflight_requests=settings.max_inflight_requests,
         max_body_buffer_bytes=settings.max_body_buffer_bytes,
     )

@@ -1,4 +1,5 @@
-"""What the settings must hold together: checked once, after each value decoded.
+"""What the settings must hold together: checked once, after each value decoded
+(what must be parsed is parsed, once, by ``sections``).
 
 A problem names the variable at fault (``SettingProblem.name``), or none when it
 lies between several; ``afpipe.config.environment`` words it with the value.
@@ -9,9 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from afpipe.aws.s3_api import parse_s3_uri
 from afpipe.config.contract import Settings
-from afpipe.sources import parse_networks
 
 _ROLE_ARN = re.compile(
     r"arn:aws[-a-z]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
@@ -46,14 +45,6 @@ def _check_http(settings: Settings) -> None:
     ):
         if path and not Path(path).is_file():
             raise SettingProblem(name, f"no such file: {path}")
-    for name, text in (
-        ("AFPIPE_ALLOWED_CIDRS", settings.allowed_cidrs),
-        ("AFPIPE_TRUSTED_PROXIES", settings.trusted_proxies),
-    ):
-        try:
-            parse_networks(text)
-        except ValueError as exc:
-            raise SettingProblem(name, str(exc)) from exc
 
 
 def _check_memory_bounds(settings: Settings) -> None:
@@ -81,10 +72,6 @@ def _check_staging(settings: Settings) -> None:
         raise SettingProblem("AFPIPE_S3_STAGING_REGION", "not an AWS region name (e.g. eu-west-1)")
     if not settings.s3_staging_uri:
         return
-    try:
-        parse_s3_uri(settings.s3_staging_uri)
-    except ValueError as exc:
-        raise SettingProblem("AFPIPE_S3_STAGING_URI", str(exc)) from exc
     if not settings.copy_iam_role:
         raise SettingProblem(
             "AFPIPE_COPY_IAM_ROLE",

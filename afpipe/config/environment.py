@@ -20,6 +20,7 @@ import msgspec
 
 from afpipe.config.checks import SettingProblem, check
 from afpipe.config.contract import SECRET_SETTINGS, Settings
+from afpipe.config.sections import sections
 from afpipe.errors import ConfigError
 
 _TRUE = {"yes": "true", "on": "true", "no": "false", "off": "false"}
@@ -84,6 +85,7 @@ def settings_from(environment: Mapping[str, str]) -> Settings:
     settings = Settings(**values)
     try:
         check(settings)
+        sections(settings)  # what must be parsed parses
     except SettingProblem as problem:
         if problem.name is None:
             raise ConfigError(f"invalid settings: {problem.message}") from None

@@ -9,6 +9,7 @@ secondary" by name or reads a setting again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import msgspec
 
 from afpipe.aws.s3_api import S3Endpoint, parse_s3_uri, s3_endpoint
 from afpipe.aws.service import AwsService, redshift_data_service, sqs_service
+from afpipe.config.checks import SettingProblem
 from afpipe.config.contract import Settings
+from afpipe.sources import Network, parse_networks
 from afpipe.warehouse.redshift import Staging, Target
 
 
@@ -65,6 +68,8 @@ class StagingSection(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Sections(msgspec.Struct, frozen=True, kw_only=True):
+    allowed_networks: tuple[Network, ...]  # AFPIPE_ALLOWED_CIDRS; empty: anyone
+    trusted_proxies: tuple[Network, ...]  # AFPIPE_TRUSTED_PROXIES
     queue: QueueSection
     primary: WarehouseSection
     secondary: WarehouseSection | None  # None: SECONDARY_REDSHIFT_ENABLED is off
@@ -82,7 +87,10 @@ class Sections(msgspec.Struct, frozen=True, kw_only=True):
         return described
 
 
+@functools.cache
 def sections(settings: Settings) -> Sections:
+    """Raises ``SettingProblem`` for a value that does not parse (``load`` calls it,
+    so that surfaces as ConfigError before anything binds); cached: parsed once."""
     endpoints = _endpoints(settings)
     queue = _queue(settings, endpoints)
     primary = _primary(settings, endpoints)
@@ -94,8 +102,21 @@ def sections(settings: Settings) -> Sections:
         or bool(secondary is not None and (secondary.redshift or queue.secondary_retry_url))
     )
     return Sections(
-        queue=queue, primary=primary, secondary=secondary, staging=staging, uses_aws=uses_aws
+        allowed_networks=_networks("AFPIPE_ALLOWED_CIDRS", settings.allowed_cidrs),
+        trusted_proxies=_networks("AFPIPE_TRUSTED_PROXIES", settings.trusted_proxies),
+        queue=queue,
+        primary=primary,
+        secondary=secondary,
+        staging=staging,
+        uses_aws=uses_aws,
     )
+
+
+def _networks(name: str, text: str) -> tuple[Network, ...]:
+    try:
+        return tuple(parse_networks(text))
+    except ValueError as exc:
+        raise SettingProblem(name, str(exc)) from exc
 
 
 def _endpoints(settings: Settings) -> Mapping[str, str]:
@@ -179,7 +200,10 @@ def _secondary(settings: Settings, endpoints: Mapping[str, str]) -> WarehouseSec
 def _staging(settings: Settings, endpoints: Mapping[str, str]) -> StagingSection | None:
     if not settings.s3_staging_uri:
         return None
-    location = parse_s3_uri(settings.s3_staging_uri)  # checked with the settings
+    try:
+        location = parse_s3_uri(settings.s3_staging_uri)
+    except ValueError as exc:
+        raise SettingProblem("AFPIPE_S3_STAGING_URI", str(exc)) from exc
     staging = Staging(
         bucket=location.bucket,
         prefix=location.prefix,

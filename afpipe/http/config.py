@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from afpipe.sources import parse_networks
+from collections.abc import Sequence
+
+from afpipe.sources import Network
 
 
 class IngestConfig:
@@ -15,8 +17,8 @@ class IngestConfig:
         token: str = "",
         token_header: str = "Authorization",
         consumer_enabled: bool = True,
-        allowed_cidrs: str = "",
-        trusted_proxies: str = "",
+        allowed_networks: Sequence[Network] = (),
+        trusted_proxies: Sequence[Network] = (),
         max_inflight_requests: int = 128,
         max_body_buffer_bytes: int = 16 * 1024 * 1024,
         body_timeout_s: float = 30.0,
@@ -24,8 +26,8 @@ class IngestConfig:
         self.max_inflight_requests = max_inflight_requests
         self.max_body_buffer_bytes = max_body_buffer_bytes
         self.body_timeout_s = body_timeout_s
-        self.allowed_networks = parse_networks(allowed_cidrs)
-        self.trusted_proxies = parse_networks(trusted_proxies)
+        self.allowed_networks = allowed_networks
+        self.trusted_proxies = trusted_proxies
         self.max_body_bytes = max_body_bytes
         self.max_message_bytes = max_message_bytes
         self.enqueue_timeout_s = enqueue_timeout_s
