@@ -59,10 +59,6 @@ def event_id(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def from_payload(payload: dict[str, Any]) -> Event:
-    return Event(id=event_id(canonical_json(payload)), payload=payload)
-
-
 def truncate_utf8(text: str, max_bytes: int = VARCHAR_MAX_BYTES) -> str:
     """Cut ``text`` to at most ``max_bytes`` UTF-8 bytes at a character boundary.
 

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from afpipe.event import Event, from_payload
+from afpipe.event import Event
 from afpipe.pipeline.batching import Batch, Held, events_of
 from afpipe.queue.base import ReceivedMessage
+from tests.events import from_payload
 
 
 def held(body: str, *events: Event, message_id: str = "m", alone: bool = False) -> Held:

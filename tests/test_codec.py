@@ -19,7 +19,7 @@ from afpipe.codec import (
     encode_event,
     pack,
 )
-from afpipe.event import from_payload
+from tests.events import from_payload
 
 payloads = st.dictionaries(
     st.text(min_size=1, max_size=10),

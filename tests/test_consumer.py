@@ -21,13 +21,13 @@ import trio.testing
 
 from afpipe.codec import decode_body, encode_body, encode_event
 from afpipe.errors import TransientError
-from afpipe.event import from_payload
 from afpipe.health import Health
 from afpipe.pipeline.config import ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer
 from afpipe.queue.base import Queue
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
+from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse, WatchedEmbeddedQueue
 
 TIMEOUT_S = 10  # real clock

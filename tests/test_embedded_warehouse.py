@@ -12,9 +12,10 @@ import pytest
 import trio
 
 from afpipe.errors import PermanentError, TransientError
-from afpipe.event import Event, from_payload, to_row
+from afpipe.event import Event, to_row
 from afpipe.warehouse.embedded import EmbeddedWarehouse
 from afpipe.warehouse.isolate import load_isolating
+from tests.events import from_payload
 
 TIMEOUT_S = 10
 

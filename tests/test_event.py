@@ -16,11 +16,11 @@ from afpipe.event import (
     Row,
     canonical_json,
     event_id,
-    from_payload,
     parse_event_time,
     to_row,
     truncate_utf8,
 )
+from tests.events import from_payload
 
 IOS_PURCHASE: dict[str, Any] = {
     "api_version": "2.0",

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from afpipe.aws import AwsClient, CredentialCache, static_credentials
 from afpipe.aws.service import redshift_data_service
 from afpipe.codec import decode_body
-from afpipe.event import from_payload, to_row
+from afpipe.event import to_row
 from afpipe.health import Health
 from afpipe.http.app import create_app
 from afpipe.http.config import IngestConfig
@@ -45,6 +45,7 @@ from tests.emulators.redshift_data import (
     TEST_DB_USER,
     RedshiftDataEmulator,
 )
+from tests.events import from_payload
 from tests.fixtures.moto import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, MOTO_REGION
 from tests.fixtures.redshift import REDSHIFT_REGION
 

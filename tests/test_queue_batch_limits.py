@@ -13,11 +13,11 @@ import trio.testing
 
 from afpipe.aws import AwsClient, AwsService
 from afpipe.codec import decode_body, encode_event
-from afpipe.event import from_payload
 from afpipe.pipeline.secondary import Secondary
 from afpipe.producer import Producer
 from afpipe.queue.base import group_by_size
 from afpipe.queue.sqs import SqsQueue
+from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse
 from tests.fixtures.moto import receive_at_least
 

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from afpipe.aws import AwsClient, AwsService
 from afpipe.codec import BODY_OVERHEAD_BYTES, EncodedEvent, decode_body, encode_body, encode_event
 from afpipe.errors import PermanentError, RefusedContent
-from afpipe.event import from_payload
 from afpipe.health import Health
 from afpipe.http.app import create_app
 from afpipe.http.config import IngestConfig
 from afpipe.producer import Producer, Ticket
 from afpipe.queue.base import EntriesFailed
 from afpipe.queue.sqs import SqsQueue
+from tests.events import from_payload
 from tests.fakes import FakeQueue
 from tests.fixtures.moto import receive_at_least, sqs_depth
 

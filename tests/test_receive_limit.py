@@ -23,11 +23,12 @@ import trio.testing
 from afpipe.assembly import consumer_config
 from afpipe.codec import decode_body
 from afpipe.config import Settings, defaults
-from afpipe.event import Event, from_payload
+from afpipe.event import Event
 from afpipe.pipeline.config import ConsumerConfig
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.embedded import EmbeddedWarehouse
+from tests.events import from_payload
 from tests.fakes import Activity, FakeQueue, FakeWarehouse, WatchedEmbeddedQueue
 from tests.test_consumer import (
     FAKE,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from afpipe.errors import TransientError
-from afpipe.event import Row, from_payload, to_row
+from afpipe.event import Row, to_row
 from afpipe.warehouse.redshift import Staging, copy, load_sql, sql
 from afpipe.warehouse.redshift.errors import (
     ABORTED,
@@ -27,6 +27,7 @@ from afpipe.warehouse.redshift.errors import (
 )
 from afpipe.warehouse.redshift.results import StatementResult
 from tests.emulators.redshift.lexer import Kind, significant, tokenize
+from tests.events import from_payload
 
 TABLE = sql.table_name("analytics.appsflyer_events")
 STAGING = Staging(

@@ -25,9 +25,10 @@ from afpipe.aws.s3 import S3Client
 from afpipe.aws.s3_api import S3Endpoint
 from afpipe.aws.service import redshift_data_service
 from afpipe.errors import TransientError
-from afpipe.event import Event, from_payload
+from afpipe.event import Event
 from afpipe.warehouse.redshift import RedshiftWarehouse, Stager, Staging, Target, copy, sql
 from afpipe.warehouse.redshift.errors import CopySourceError
+from tests.events import from_payload
 from tests.fixtures.moto import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, MOTO_REGION
 from tests.fixtures.s3 import s3_keys
 

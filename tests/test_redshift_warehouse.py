@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from afpipe.aws import AwsClient, AwsService, CredentialCache, RetryPolicy, static_credentials
 from afpipe.aws.service import redshift_data_service
 from afpipe.errors import ConfigError, PermanentError, TransientError
-from afpipe.event import Event, from_payload, to_row
+from afpipe.event import Event, to_row
 from afpipe.warehouse.redshift import RedshiftWarehouse, Target, sql
 from afpipe.warehouse.redshift.data_api import RedshiftData
 from afpipe.warehouse.redshift.errors import (
@@ -46,6 +46,7 @@ from tests.emulators.redshift_data import (
     TEST_DB_USER,
     RedshiftDataEmulator,
 )
+from tests.events import from_payload
 from tests.fixtures.moto import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.fixtures.redshift import REDSHIFT_REGION, start_emulator
 

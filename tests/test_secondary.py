@@ -7,11 +7,11 @@ import trio.testing
 
 from afpipe.codec import decode_body, encode_body, encode_event
 from afpipe.errors import TransientError
-from afpipe.event import from_payload
 from afpipe.health import Health
 from afpipe.pipeline.config import ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer
 from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
+from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse
 
 EVENTS = [from_payload({"event_name": "install", "n": n}) for n in range(5)]

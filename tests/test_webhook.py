@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from afpipe.codec import BODY_OVERHEAD_BYTES, decode_body, encode_body
-from afpipe.event import from_payload
 from afpipe.http.payloads import (
     BadRequest,
     encode_all,
@@ -16,6 +15,7 @@ from afpipe.http.payloads import (
     payloads_from_json,
     token_matches,
 )
+from tests.events import from_payload
 
 ONE = {"event_name": "install", "app_id": "com.example.app"}
 

@@ -26,9 +26,9 @@ import httpx
 import trio
 
 from afpipe.codec import DecodeError, decode_body
-from afpipe.event import from_payload
 from bench import slow_clients
 from tests.emulators.redshift_data import RedshiftDataEmulator
+from tests.events import from_payload
 from tests.fixtures.moto import (
     _SERVER_SCRIPT,
     FAKE_ACCESS_KEY_ID,

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from afpipe.event import from_payload
 from tests.emulators.redshift_data import RedshiftDataEmulator
+from tests.events import from_payload
 
 HOOK = "/webhook/appsflyer"
 HOSTILE_TEXT = "\ufffe|\uffff|\U0010ffff|\ud7ff\ue000\ufffd"

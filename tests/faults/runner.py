@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import trio
 
-from afpipe.event import from_payload
 from afpipe.warehouse.redshift import sql
 from tests.daemon import Daemon, afpipe_process
 from tests.emulators.redshift_data import RedshiftDataEmulator
+from tests.events import from_payload
 from tests.faults.harness import (
     Load,
     Moto,
