@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import trio
 
-from afpipe.codec import BODY_OVERHEAD_BYTES, EncodedEvent, encode_body, pack
+from afpipe.codec import BODY_OVERHEAD_BYTES, EncodedEvent, encode_body
 from afpipe.errors import AfpipeError, ConfigError, Overloaded, RefusedContent, TransientError
 from afpipe.health import Health
 from afpipe.queue.base import EntriesFailed, Queue, group_by_size
@@ -216,7 +216,8 @@ class Producer:
         return group, None
 
     async def _send_group(self, group: Part) -> None:
-        refused = await self._send_parts(_parts(group, self.max_message_bytes))
+        # _take keeps a group within one message's bytes: it is one message.
+        refused = await self._send_parts([group])
         if refused:  # one request's content never fails the requests packed with it
             log.warning("queue refused a message's characters: sending its requests alone")
             await self._send_parts([p for part in refused for p in _per_request(part)])
@@ -261,16 +262,6 @@ class Producer:
         log.warning("queue send failed", extra={"events": len(part), "error": str(outcome)})
         for _, ticket in part:
             ticket.fail(outcome)
-
-
-def _parts(group: Part, max_message_bytes: int) -> list[Part]:
-    """``group`` cut into the events of each message, in order."""
-    parts: list[Part] = []
-    start = 0
-    for body in pack([event for event, _ in group], max_message_bytes):
-        parts.append(group[start : start + len(body)])
-        start += len(body)
-    return parts
 
 
 def _per_request(part: Part) -> list[Part]:
