@@ -196,7 +196,7 @@ async def test_a_refused_request_is_answered_before_its_body_arrives(
     token = f"Authorization: {TOKEN}"
     options: dict[str, Any] = {"max_inflight_requests": 1}
     if case == "source not allowed":
-        options["allowed_networks"] = parse_networks("192.0.2.0/24")
+        options["allowed_networks"] = tuple(parse_networks("192.0.2.0/24"))
     with trio.fail_after(10):
         async with serving(**options) as server, trio.open_nursery() as nursery:
             if case == "full house":  # a good request holds the only slot
