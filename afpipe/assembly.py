@@ -128,6 +128,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         consumer_enabled=settings.enable_sqs_consumer,
         allowed_networks=sections(settings).allowed_networks,
         trusted_proxies=sections(settings).trusted_proxies,
+        cors_origins=sections(settings).cors_origins,
         max_inflight_requests=settings.max_inflight_requests,
         max_body_buffer_bytes=settings.max_body_buffer_bytes,
     )

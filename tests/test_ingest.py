@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -51,6 +52,7 @@ async def running(
     max_inflight: int = 100,
     token: str = "",
     token_header: str = "Authorization",
+    **options: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Health, Producer]]:
     health = Health(fail_after_s=30)
     producer = Producer(
@@ -70,6 +72,7 @@ async def running(
             max_inflight_requests=max_inflight,
             token=token,
             token_header=token_header,
+            **options,
         ),
     )
     stop = trio.Event()

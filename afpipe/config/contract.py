@@ -249,6 +249,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: str = setting(
         "AFPIPE_TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-For is believed"
     )
+    cors_origins: str = setting(
+        "AFPIPE_CORS_ORIGINS",
+        "",
+        "origins (scheme://host[:port], comma-separated, or *) whose browsers may call"
+        " the API, not the webhook (empty = off)",
+    )
     access_log_ratio: Annotated[float, Meta(ge=0, le=1)] = setting(
         "AFPIPE_ACCESS_LOG", 1.0, "share of requests written to the access log (0 = off, 1 = all)"
     )

@@ -10,6 +10,7 @@ secondary" by name or reads a setting again.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class StagingSection(msgspec.Struct, frozen=True, kw_only=True):
 class Sections(msgspec.Struct, frozen=True, kw_only=True):
     allowed_networks: tuple[Network, ...]  # AFPIPE_ALLOWED_CIDRS; empty: anyone
     trusted_proxies: tuple[Network, ...]  # AFPIPE_TRUSTED_PROXIES
+    cors_origins: tuple[str, ...]  # AFPIPE_CORS_ORIGINS; empty: no CORS, ("*",): any
     queue: QueueSection
     primary: WarehouseSection
     secondary: WarehouseSection | None  # None: SECONDARY_REDSHIFT_ENABLED is off
@@ -104,12 +106,31 @@ def sections(settings: Settings) -> Sections:
     return Sections(
         allowed_networks=_networks("AFPIPE_ALLOWED_CIDRS", settings.allowed_cidrs),
         trusted_proxies=_networks("AFPIPE_TRUSTED_PROXIES", settings.trusted_proxies),
+        cors_origins=_origins(settings.cors_origins),
         queue=queue,
         primary=primary,
         secondary=secondary,
         staging=staging,
         uses_aws=uses_aws,
     )
+
+
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.A)
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Browser origins as a browser sends them: scheme://host[:port], no path; or
+    "*" alone."""
+    origins = tuple(part.strip() for part in text.split(",") if part.strip())
+    if origins == ("*",):
+        return origins
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise SettingProblem(
+                "AFPIPE_CORS_ORIGINS",
+                f"{origin!r} is not an origin (scheme://host[:port], no path) or the one '*'",
+            )
+    return origins
 
 
 def _networks(name: str, text: str) -> tuple[Network, ...]:

@@ -2,6 +2,8 @@
 
 Quart answers in the same JSON shapes as the webhook, written by the same
 functions (``responses``); its routes and their methods come from ``routes``.
+With AFPIPE_CORS_ORIGINS, Quart's routes answer CORS (quart-cors) for those
+origins; the webhook, which browsers never call, does not.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Response
+from quart_cors import cors
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
@@ -86,4 +89,7 @@ def _quart_app(health: Health, config: IngestConfig) -> QuartTrio:
         about = {"name": "afpipe", "message": "Hello from afpipe", "version": __version__}
         return _response(json_answer(200, {**about, "endpoints": list(ROUTES)}))
 
+    if config.cors_origins:  # the webhook is not Quart's: it never answers CORS
+        origin = "*" if config.cors_origins == ("*",) else list(config.cors_origins)
+        app = cors(app, allow_origin=origin, allow_methods=["GET"], max_age=600)
     return app
