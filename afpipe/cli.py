@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from afpipe import __version__, config, logs
 from afpipe.errors import AfpipeError, ConfigError
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger("afpipe")
 
@@ -40,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-ingest", action="store_true", help="run the consumer only (no HTTP server)"
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development only: restart when a file of the package changes"
+        " (needs watchfiles: pip install 'afpipe[dev]'); never in production",
     )
     # Internal, used by AFPIPE_WORKERS' supervisor for its children.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -119,6 +135,8 @@ def _leaf(exc: BaseException, *kinds: type[BaseException]) -> BaseException | No
 def _serve(settings: config.Settings, args: argparse.Namespace) -> int:
     from afpipe.supervisor import run
 
+    if args.reload:
+        return _serve_reloading(args)
     ingest = not args.no_ingest
     consume = settings.enable_sqs_consumer
     if not ingest and not consume:
@@ -140,3 +158,38 @@ def _serve(settings: config.Settings, args: argparse.Namespace) -> int:
             ready_fd=args.ready_fd,
         )
     )
+
+
+def _serve_reloading(args: argparse.Namespace) -> int:
+    """``afpipe serve`` in a child process, started again whenever a file of the
+    package changes (watchfiles); SIGINT or SIGTERM stop the child, then this."""
+    try:
+        import watchfiles  # optional: a development tool (afpipe[dev])
+    except ImportError as exc:
+        raise ConfigError("serve --reload needs watchfiles: pip install 'afpipe[dev]'") from exc
+    package = Path(__file__).resolve().parent
+    command = [
+        sys.executable,
+        "-m",
+        "afpipe",
+        "serve",
+        *(["--no-ingest"] if args.no_ingest else []),
+    ]
+    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: watchfiles stops the child
+    log.warning(
+        "serve --reload: restarting on changes in %s; for development, never production",
+        package,
+    )
+    watchfiles.run_process(
+        package, target=shlex.join(command), target_type="command", callback=_changed
+    )
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _changed(changes: set[tuple[Change, str]]) -> None:
+    changed = sorted(path for _, path in changes)
+    log.warning("serve --reload: restarting", extra={"changed": changed})
