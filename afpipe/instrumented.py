@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from afpipe import metrics
 from afpipe.errors import AfpipeError
-from afpipe.event import Event
+from afpipe.event import Event, parse_event_time
 from afpipe.queue.base import DeadLetter, Queue, ReceivedMessage
-from afpipe.warehouse.base import LoadResult, Warehouse
+from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
 
 class InstrumentedQueue:
@@ -79,6 +80,7 @@ class InstrumentedWarehouse:
     def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
         self.name = warehouse.name
+        self._newest_event = ""  # the newest event_time committed, as to_row writes it
 
     async def ensure_table(self) -> None:
         await self.warehouse.ensure_table()
@@ -93,7 +95,20 @@ class InstrumentedWarehouse:
         metrics.LOAD_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.BATCHES.labels(self.name).inc()
         metrics.ROWS.labels(self.name).inc(result.loaded)
+        metrics.LAST_LOAD.labels(self.name).set_to_current_time()
+        self._note_newest(events, result.rejected)
         return result
+
+    def _note_newest(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> None:
+        """The freshness of the warehouse: the newest event_time it was given."""
+        refused = {item.event.id for item in rejected}
+        times = (parse_event_time(e.payload.get("event_time")) for e in events)
+        committed = [t for e, t in zip(events, times, strict=True) if t and e.id not in refused]
+        newest = max(committed, default="")
+        if newest > self._newest_event:  # fixed-width text: compared as times
+            self._newest_event = newest
+            moment = datetime.fromisoformat(newest).replace(tzinfo=UTC)
+            metrics.NEWEST_LOADED_EVENT.labels(self.name).set(moment.timestamp())
 
     async def ping(self) -> None:
         await self.warehouse.ping()

@@ -49,6 +49,19 @@ SECONDARY_DROPPED = Counter(
 SECONDARY_BACKLOG = Gauge(
     "afpipe_secondary_backlog_events", "Events handed off and not yet loaded by this process"
 )
+LAST_LOAD = Gauge(
+    "afpipe_last_load_timestamp_seconds", "When a load last committed (Unix time)", ["target"]
+)
+NEWEST_LOADED_EVENT = Gauge(
+    "afpipe_newest_loaded_event_timestamp_seconds",
+    "The newest event_time among the events this process committed (Unix time)",
+    ["target"],
+)
+AWS_REQUESTS = Counter(
+    "afpipe_aws_requests",
+    "AWS API requests sent, every attempt (each is billed), by service and operation",
+    ["service", "operation"],
+)
 LAG_SECONDS = Gauge(
     "afpipe_lag_seconds", "Age of the oldest message received and not yet loaded", ["queue"]
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,8 +13,11 @@ import trio.testing
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from afpipe.instrumented import InstrumentedQueue
+from afpipe.aws import AwsClient, CredentialCache, RetryPolicy, static_credentials
+from afpipe.aws.service import sqs_service
+from afpipe.instrumented import InstrumentedQueue, InstrumentedWarehouse
 from tests.daemon import afpipe_process, wait_for_rows
+from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse
 from tests.load import purchase
 from tests.test_consumer import FAKE, body, consumer, payload
@@ -36,6 +41,9 @@ FAMILIES = {
     "afpipe_secondary_dropped_events": "counter",
     "afpipe_secondary_backlog_events": "gauge",
     "afpipe_lag_seconds": "gauge",
+    "afpipe_last_load_timestamp_seconds": "gauge",
+    "afpipe_newest_loaded_event_timestamp_seconds": "gauge",
+    "afpipe_aws_requests": "counter",
 }
 
 
@@ -97,3 +105,54 @@ async def test_every_queue_metric_labels_the_queue_alike(
     for name in ("afpipe_queue_operations", "afpipe_messages_in_flight", "afpipe_lag_seconds"):
         assert "main" in families[name], name
         assert fake.name not in families[name], name
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def test_a_load_tells_how_fresh_the_warehouse_is() -> None:
+    """The time of the last commit, and the newest event_time committed (never a
+    rejected event's, never going back), per target."""
+    newest = from_payload({"event_time": "2031-05-06 07:08:09.500", "n": 1})
+    older = from_payload({"event_time": "2031-05-06 07:00:00.000", "n": 2})
+    refused = from_payload({"event_time": "2031-12-31 23:59:59.000", "n": 3})
+    warehouse = InstrumentedWarehouse(
+        FakeWarehouse(reject={refused.id: "bad row"}, name="freshness-test")
+    )
+    before = time.time()
+    result = await warehouse.load([older, newest, refused])
+    after = time.time()
+    assert result.loaded == 2
+    last = gauge("afpipe_last_load_timestamp_seconds", target="freshness-test")
+    assert last is not None and before <= last <= after
+    expected = datetime(2031, 5, 6, 7, 8, 9, 500_000, tzinfo=UTC).timestamp()
+    assert (
+        gauge("afpipe_newest_loaded_event_timestamp_seconds", target="freshness-test") == expected
+    )
+    await warehouse.load([older])  # an older batch later: the newest stays
+    assert (
+        gauge("afpipe_newest_loaded_event_timestamp_seconds", target="freshness-test") == expected
+    )
+
+
+async def test_every_aws_request_is_counted_by_service_and_operation() -> None:
+    """Cost is per request: every attempt counts, retries included."""
+    answers = [
+        httpx.Response(500, json={"__type": "InternalFailure"}),
+        httpx.Response(200, json={}),
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0)
+
+    service = sqs_service("us-east-1", {"AWS_ENDPOINT_URL": "https://aws.test"})
+    sample = ("afpipe_aws_requests_total", {"service": "sqs", "operation": "CountTest"})
+    start = REGISTRY.get_sample_value(*sample) or 0.0
+    async with AwsClient(
+        credentials=CredentialCache(static_credentials("AKID", "SECRET")),
+        policy=RetryPolicy(base_delay_s=0.001, max_delay_s=0.01),
+        transport=httpx.MockTransport(answer),
+    ) as aws:
+        await aws.call(service, "CountTest", {})
+    assert REGISTRY.get_sample_value(*sample) == start + 2

@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import trio
 
+from afpipe import metrics
 from afpipe.aws.credentials import CredentialCache
 from afpipe.aws.responses import (
     EXPIRED_CREDENTIALS_CODES,
@@ -140,6 +141,7 @@ class AwsClient:
         read: Callable[[httpx.Response], T],
     ) -> T:
         headers = sign_request(service, request, await self.credentials.get())
+        metrics.AWS_REQUESTS.labels(service.signing_name, operation).inc()
         built = self._http.build_request(
             request.method, request.url, content=request.body, headers=headers
         )
