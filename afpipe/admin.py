@@ -79,9 +79,11 @@ async def _check_queue(settings: Settings, section: QueueSection, aws: AwsClient
             return
         assert isinstance(queue, EmbeddedQueue)
         await queue.ping()
-        visible, in_flight = await queue.depth()
-        dead = len(await queue.peek_dead_letters(1_000_000))
-        print(f"  ok: {visible} waiting, {in_flight} in flight, {dead} dead letters")
+        size = await queue.size()
+        print(
+            f"  ok: {size.visible} waiting, {size.in_flight} in flight,"
+            f" {size.dead_letters} dead letters"
+        )
 
 
 MIN_SAFE_VISIBILITY_S = 10

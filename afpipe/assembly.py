@@ -38,6 +38,11 @@ class Backends(msgspec.Struct, kw_only=True):
     # The secondary's own backlog: its retry queue and the warehouse it drains into.
     secondary_backlog: tuple[Queue, Warehouse] | None = None
 
+    def queues(self) -> list[Queue]:
+        """Every queue the process holds, for sampling."""
+        backlog = [] if self.secondary_backlog is None else [self.secondary_backlog[0]]
+        return [self.queue, *backlog]
+
 
 @asynccontextmanager
 async def open_backends(settings: Settings, *, consume: bool) -> AsyncIterator[Backends]:

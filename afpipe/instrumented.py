@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from afpipe import metrics
 from afpipe.errors import AfpipeError
 from afpipe.event import Event, parse_event_time
-from afpipe.queue.base import DeadLetter, Queue, ReceivedMessage
+from afpipe.queue.base import DeadLetter, Queue, QueueSize, ReceivedMessage
 from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
 
@@ -66,6 +66,10 @@ class InstrumentedQueue:
     async def redrive(self, limit: int) -> int:
         with self._counted("redrive"):
             return await self.queue.redrive(limit)
+
+    async def size(self) -> QueueSize:
+        with self._counted("size"):
+            return await self.queue.size()
 
     async def ping(self) -> None:
         await self.queue.ping()

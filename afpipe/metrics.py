@@ -49,6 +49,16 @@ SECONDARY_DROPPED = Counter(
 SECONDARY_BACKLOG = Gauge(
     "afpipe_secondary_backlog_events", "Events handed off and not yet loaded by this process"
 )
+QUEUE_MESSAGES = Gauge(
+    "afpipe_queue_messages",
+    "Messages a queue holds, sampled (state: visible, in_flight, dead_letters)",
+    ["queue", "state"],
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "afpipe_queue_oldest_message_age_seconds",
+    "Age of a queue's oldest message, sampled (the embedded queue only: SQS tells CloudWatch)",
+    ["queue"],
+)
 LAST_LOAD = Gauge(
     "afpipe_last_load_timestamp_seconds", "When a load last committed (Unix time)", ["target"]
 )

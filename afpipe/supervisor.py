@@ -34,6 +34,7 @@ from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.notify import Notifier
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S
 from afpipe.pipeline.consumer import serve_consumer
+from afpipe.pipeline.sampling import sample_queues
 from afpipe.queue.base import Queue
 
 log = logging.getLogger("afpipe")
@@ -79,6 +80,7 @@ async def run(
                 _log_serving(settings, binds, ingest=ingest, consume=consume)
                 task_status.started(binds)
                 await _tell_ready(notifier, ready_fd, edge)
+                edge.start_soon(sample_queues, opened.queues())
                 await drain.wait()
                 health.draining = True
                 await notifier.send("STOPPING=1")

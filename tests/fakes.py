@@ -28,7 +28,13 @@ from afpipe.errors import (
     TransientError,
 )
 from afpipe.event import Event
-from afpipe.queue.base import MAX_BATCH_ENTRIES, DeadLetter, EntriesFailed, ReceivedMessage
+from afpipe.queue.base import (
+    MAX_BATCH_ENTRIES,
+    DeadLetter,
+    EntriesFailed,
+    QueueSize,
+    ReceivedMessage,
+)
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.isolate import load_isolating
@@ -255,6 +261,16 @@ class FakeQueue:
             self.put(call.body)
         return len(moved)
 
+    async def size(self) -> QueueSize:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        held = sum(1 for m in self._messages.values() if m.visible_at > now)
+        return QueueSize(
+            visible=len(self._messages) - held,
+            in_flight=held,
+            dead_letters=len(self.dead_letters) if self.keeps_dead_letters else None,
+        )
+
     async def ping(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -338,3 +354,9 @@ class WatchedEmbeddedQueue(EmbeddedQueue):
         await super().delete(receipt_handles)
         self.deleted_handles.extend(receipt_handles)
         self.activity.notify()
+
+
+async def depth(queue: EmbeddedQueue) -> tuple[int, int]:
+    """(visible, in flight) messages of an embedded queue."""
+    size = await queue.size()
+    return size.visible, size.in_flight

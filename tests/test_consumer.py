@@ -28,7 +28,7 @@ from afpipe.queue.base import Queue
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
 from tests.events import from_payload
-from tests.fakes import FakeQueue, FakeWarehouse, WatchedEmbeddedQueue
+from tests.fakes import FakeQueue, FakeWarehouse, WatchedEmbeddedQueue, depth
 
 TIMEOUT_S = 10  # real clock
 VIRTUAL_TIMEOUT_S = 3600  # autojump clock
@@ -97,7 +97,7 @@ async def test_queued_events_become_rows_and_messages_are_deleted(
         async with consumer(watched_queue, embedded_warehouse, REAL):
             await watched_queue.activity.wait_for(lambda: len(watched_queue.deleted_handles) == 3)
         assert await embedded_warehouse.count() == 4
-        assert await watched_queue.depth() == (0, 0)
+        assert await depth(watched_queue) == (0, 0)
         assert await watched_queue.peek_dead_letters(10) == []
 
 
@@ -110,7 +110,7 @@ async def test_events_sent_while_running_are_loaded(
                 await watched_queue.send_batch([body(payload(n))])
                 await watched_queue.activity.wait_for(deleted_count(watched_queue, n + 1))
                 assert await embedded_warehouse.count() == n + 1  # deleted only after commit
-        assert await watched_queue.depth() == (0, 0)
+        assert await depth(watched_queue) == (0, 0)
 
 
 async def test_poison_message_is_dead_lettered_and_the_others_load(
@@ -128,7 +128,7 @@ async def test_poison_message_is_dead_lettered_and_the_others_load(
         assert letter.reason.startswith("undecodable: body is not valid JSON")
         assert await embedded_warehouse.count() == 3  # two events and the bare old-service one
         assert (await embedded_warehouse.load([from_payload(old_service)])).loaded == 0
-        assert await watched_queue.depth() == (0, 0)
+        assert await depth(watched_queue) == (0, 0)
 
 
 async def test_message_received_more_than_twice_max_receives_is_dead_lettered(
@@ -150,7 +150,7 @@ async def test_message_received_more_than_twice_max_receives_is_dead_lettered(
             " tried alone since receive 4, never committed"
         )
         assert await embedded_warehouse.count() == 0
-        assert await watched_queue.depth() == (0, 0)
+        assert await depth(watched_queue) == (0, 0)
 
 
 # --- fakes, for injected faults and time ----------------------------------------------

@@ -44,6 +44,8 @@ FAMILIES = {
     "afpipe_last_load_timestamp_seconds": "gauge",
     "afpipe_newest_loaded_event_timestamp_seconds": "gauge",
     "afpipe_aws_requests": "counter",
+    "afpipe_queue_messages": "gauge",
+    "afpipe_queue_oldest_message_age_seconds": "gauge",
 }
 
 

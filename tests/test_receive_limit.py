@@ -29,7 +29,7 @@ from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.warehouse.base import LoadResult
 from afpipe.warehouse.embedded import EmbeddedWarehouse
 from tests.events import from_payload
-from tests.fakes import Activity, FakeQueue, FakeWarehouse, WatchedEmbeddedQueue
+from tests.fakes import Activity, FakeQueue, FakeWarehouse, WatchedEmbeddedQueue, depth
 from tests.test_consumer import (
     FAKE,
     REAL,
@@ -119,7 +119,7 @@ async def test_message_received_past_max_receives_with_good_events_is_loaded(
         async with consumer(queue, spy, ONE_BY_ONE):
             await queue.activity.wait_for(deleted(queue, 1))
         assert await embedded_warehouse.count() == 2
-        assert await queue.depth() == (0, 0)
+        assert await depth(queue) == (0, 0)
         assert await queue.peek_dead_letters(10) == []
     assert spy.loads == [ids(*worn)]
     (record,) = [r for r in caplog.records if "loading message alone" in r.getMessage()]
@@ -144,7 +144,7 @@ async def test_message_past_max_receives_is_loaded_in_a_batch_of_its_own(
             await spy.activity.wait_for(lambda: any(ids(*worn)[0] in load for load in spy.loads))
         # the drain has committed and deleted whatever was still lingering
         assert await embedded_warehouse.count() == 5
-        assert await queue.depth() == (0, 0)
+        assert await depth(queue) == (0, 0)
         assert await queue.peek_dead_letters(10) == []
     (alone,) = [load for load in spy.loads if set(load) & set(ids(*worn))]
     assert alone == ids(*worn)  # only its own events
@@ -183,7 +183,7 @@ async def test_the_hard_cap_is_twice_max_receives(
             await queue.activity.wait_for(deleted(queue, 1))
         letters = await queue.peek_dead_letters(10)
         rows = await embedded_warehouse.count()
-        assert await queue.depth() == (0, 0)
+        assert await depth(queue) == (0, 0)
     if not dead_lettered:
         assert (rows, letters, spy.loads) == (1, [], [ids(payload(1))])
         return
@@ -215,7 +215,7 @@ async def test_solitary_message_with_a_rejected_event_loads_the_rest(
         async with consumer(queue, spy, ONE_BY_ONE):
             await queue.activity.wait_for(deleted(queue, 1))
         assert await embedded_warehouse.count() == 2
-        assert await queue.depth() == (0, 0)
+        assert await depth(queue) == (0, 0)
         (letter,) = await queue.peek_dead_letters(10)
     assert spy.loads[0] == ids(*worn)  # loaded alone, then bisected by the warehouse
     assert letter.reason.startswith("rejected by warehouse: ")

@@ -50,6 +50,15 @@ class DeadLetter(msgspec.Struct, frozen=True):
     source_message_id: str = ""  # SQS: the message it came from, on the main queue
 
 
+class QueueSize(msgspec.Struct, frozen=True, kw_only=True):
+    """How much a queue holds, as ``afpipe_queue_messages`` shows it (SQS: approximate)."""
+
+    visible: int
+    in_flight: int
+    dead_letters: int | None = None  # None: no dead-letter queue to count (SQS without one)
+    oldest_age_s: float | None = None  # None: not known (SQS says it only to CloudWatch)
+
+
 class Queue(Protocol):
     """At-least-once queue with visibility timeouts, like SQS.
 
@@ -104,6 +113,10 @@ class Queue(Protocol):
         """Move up to ``limit`` dead letters back onto this queue; how many moved. One
         leaves the dead letters only once the queue has it (at worst it is there twice,
         which loads deduplicate)."""
+        ...
+
+    async def size(self) -> QueueSize:
+        """What the queue holds now: one cheap call (GetQueueAttributes on SQS)."""
         ...
 
     async def ping(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from afpipe.queue.base import MAX_BATCH_ENTRIES, DeadLetter, ReceivedMessage
+from afpipe.queue.base import MAX_BATCH_ENTRIES, DeadLetter, QueueSize, ReceivedMessage
 from afpipe.sqlite import ThreadedConnection, connect, transaction
 
 # Other processes' sends are seen by polling the file this often during a long poll.
@@ -165,16 +165,22 @@ class EmbeddedQueue:
 
         return await self._db.run(lambda conn: transaction(conn, move))
 
-    async def depth(self) -> tuple[int, int]:
-        """(visible, in flight) message counts."""
+    async def size(self) -> QueueSize:
+        now = time.time()
         row = await self._db.run(
             lambda conn: conn.execute(
-                "SELECT COALESCE(SUM(visible_at <= ?1), 0), COALESCE(SUM(visible_at > ?1), 0)"
-                " FROM messages",
-                (time.time(),),
+                "SELECT COALESCE(SUM(visible_at <= ?1), 0), COALESCE(SUM(visible_at > ?1), 0),"
+                " MIN(sent_at), (SELECT COUNT(*) FROM dead_letters) FROM messages",
+                (now,),
             ).fetchone()
         )
-        return int(row[0]), int(row[1])
+        oldest_age_s = None if row[2] is None else max(0.0, now - float(row[2]))
+        return QueueSize(
+            visible=int(row[0]),
+            in_flight=int(row[1]),
+            dead_letters=int(row[3]),
+            oldest_age_s=oldest_age_s,
+        )
 
     async def ping(self) -> None:
         await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())

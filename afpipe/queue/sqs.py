@@ -20,7 +20,7 @@ from afpipe.aws.service import AwsService
 from afpipe.aws.sqs_api import SqsMessage
 from afpipe.errors import AfpipeError, ConfigError, PermanentError, RefusedContent, TransientError
 from afpipe.queue import sqs_dead_letters
-from afpipe.queue.base import DeadLetter, EntriesFailed, ReceivedMessage
+from afpipe.queue.base import DeadLetter, EntriesFailed, QueueSize, ReceivedMessage
 
 logger = logging.getLogger("afpipe.sqs")
 
@@ -143,6 +143,19 @@ class SqsQueue:
             "GetQueueAttributes", {"QueueUrl": self.url, "AttributeNames": ["All"]}
         )
         return {str(k): str(v) for k, v in result.get("Attributes", {}).items()}
+
+    async def size(self) -> QueueSize:
+        """Approximate counts (GetQueueAttributes), and the DLQ's when there is one."""
+        mine = await self._counts(self.url)
+        dead = None if self.dlq_url is None else sum(await self._counts(self.dlq_url))
+        return QueueSize(visible=mine[0], in_flight=mine[1], dead_letters=dead)
+
+    async def _counts(self, url: str) -> tuple[int, int]:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        result = await self._call("GetQueueAttributes", {"QueueUrl": url, "AttributeNames": names})
+        found = result.get("Attributes", {})
+        visible, in_flight = (int(found.get(name, 0) or 0) for name in names)
+        return visible, in_flight
 
     async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
         return await sqs_dead_letters.peek_dead_letters(self._dead_letter_queue(), limit)
