@@ -54,83 +54,6 @@ class LongPollApi(FakeDataApi):
         return self(request)
 
 
-@pytest.fixture
-async def long_poll() -> AsyncIterator[tuple[LongPollApi, AwsClient]]:
-    api = LongPollApi(runs_s=0.0)
-    async with AwsClient(
-        credentials=CredentialCache(static_credentials("AKID", "SECRET")),
-        policy=RetryPolicy(base_delay_s=0.1, max_delay_s=1.0),
-        transport=httpx.MockTransport(api.handle),
-        rand=lambda: 0.5,
-    ) as aws:
-        await aws.credentials.get()  # in a thread: before any deadline (autojump)
-        yield api, aws
-
-
-def data_on(
-    long_poll: tuple[LongPollApi, AwsClient], runs_s: float, **limits: Any
-) -> tuple[LongPollApi, RedshiftData]:
-    api, aws = long_poll
-    api.runs_s = runs_s
-    options = {"statement_timeout_s": 120.0, "max_wait_s": 120, **limits}
-    return api, RedshiftData(aws, FAKE_SERVICE, TARGET, **options)
-
-
-def describe_waits(api: FakeDataApi) -> list[int | None]:
-    return [b.get("WaitTimeSeconds") for _, op, b in api.calls if op == "DescribeStatement"]
-
-
-async def test_a_statement_costs_its_submit_and_one_held_describe(
-    autojump_clock: trio.testing.MockClock, long_poll: tuple[LongPollApi, AwsClient]
-) -> None:
-    api, data = data_on(long_poll, runs_s=3.0)
-    with trio.fail_after(60):
-        result = await data.run("DELETE FROM t")
-    assert result.status == "FINISHED"
-    assert api.operations == ["ExecuteStatement", "DescribeStatement"]
-    assert describe_waits(api) == [LONG_POLL_S]
-    assert trio.current_time() == pytest.approx(3.0)  # answered when it ended
-
-
-async def test_a_statement_longer_than_the_wait_is_described_again(
-    autojump_clock: trio.testing.MockClock, long_poll: tuple[LongPollApi, AwsClient]
-) -> None:
-    api, data = data_on(long_poll, runs_s=LONG_POLL_S + 5.0)
-    with trio.fail_after(120):
-        await data.run("DELETE FROM t")
-    assert describe_waits(api) == [LONG_POLL_S, LONG_POLL_S]
-
-
-@pytest.mark.parametrize(("timeout_s", "max_wait_s", "waits"), [(120, 7, [7]), (120, 30, [20, 10])])
-async def test_the_waits_stay_within_the_polling_budget(
-    autojump_clock: trio.testing.MockClock,
-    long_poll: tuple[LongPollApi, AwsClient],
-    timeout_s: float,
-    max_wait_s: float,
-    waits: list[int],
-) -> None:
-    api, data = data_on(
-        long_poll, runs_s=1000.0, statement_timeout_s=timeout_s, max_wait_s=max_wait_s
-    )
-    with trio.fail_after(120), pytest.raises(StatementTimeout):
-        await data.run("DELETE FROM t")
-    assert describe_waits(api) == waits
-    assert api.operations[-1] == "CancelStatement"
-
-
-async def test_a_drain_during_the_long_poll_cancels_the_statement(
-    autojump_clock: trio.testing.MockClock, long_poll: tuple[LongPollApi, AwsClient]
-) -> None:
-    api, data = data_on(long_poll, runs_s=60.0)
-    with trio.move_on_after(2.0) as drain:
-        await data.run("DELETE FROM t")
-    assert drain.cancelled_caught
-    # (the fake records a call when it answers: the held describe never was)
-    assert api.operations == ["ExecuteStatement", "CancelStatement"]
-    assert api.calls[-1][2] == {"Id": STATEMENT_ID}
-    assert trio.current_time() == pytest.approx(2.0)  # the drain did not wait for the poll
-
-
 class HeldSubmitApi(LongPollApi):
     """Also holds a submit that carries WaitTimeSeconds until its statement ends (or
     the wait elapses) and answers its Status then, as the Data API documents; a
@@ -160,7 +83,7 @@ class HeldSubmitApi(LongPollApi):
 
 
 @pytest.fixture
-async def held_api() -> AsyncIterator[tuple[HeldSubmitApi, AwsClient]]:
+async def long_poll() -> AsyncIterator[tuple[HeldSubmitApi, AwsClient]]:
     api = HeldSubmitApi(runs_s=0.0)
     async with AwsClient(
         credentials=CredentialCache(static_credentials("AKID", "SECRET")),
@@ -168,23 +91,78 @@ async def held_api() -> AsyncIterator[tuple[HeldSubmitApi, AwsClient]]:
         transport=httpx.MockTransport(api.handle),
         rand=lambda: 0.5,
     ) as aws:
-        await aws.credentials.get()
+        await aws.credentials.get()  # in a thread: before any deadline (autojump)
         yield api, aws
 
 
-def held_data(
-    held_api: tuple[HeldSubmitApi, AwsClient], runs_s: float, **limits: Any
+def data_on(
+    long_poll: tuple[HeldSubmitApi, AwsClient], runs_s: float, **limits: Any
 ) -> tuple[HeldSubmitApi, RedshiftData]:
-    api, aws = held_api
+    api, aws = long_poll
     api.runs_s = runs_s
     options = {"statement_timeout_s": 120.0, "max_wait_s": 120, **limits}
     return api, RedshiftData(aws, FAKE_SERVICE, TARGET, **options)
 
 
-async def test_a_held_submit_that_ends_within_its_wait_costs_no_describe(
-    autojump_clock: trio.testing.MockClock, held_api: tuple[HeldSubmitApi, AwsClient]
+def describe_waits(api: FakeDataApi) -> list[int | None]:
+    return [b.get("WaitTimeSeconds") for _, op, b in api.calls if op == "DescribeStatement"]
+
+
+async def test_a_statement_costs_its_submit_and_one_held_describe(
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
 ) -> None:
-    api, data = held_data(held_api, runs_s=3.0)
+    api, data = data_on(long_poll, runs_s=3.0)
+    with trio.fail_after(60):
+        result = await data.run("DELETE FROM t")
+    assert result.status == "FINISHED"
+    assert api.operations == ["ExecuteStatement", "DescribeStatement"]
+    assert describe_waits(api) == [LONG_POLL_S]
+    assert trio.current_time() == pytest.approx(3.0)  # answered when it ended
+
+
+async def test_a_statement_longer_than_the_wait_is_described_again(
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
+) -> None:
+    api, data = data_on(long_poll, runs_s=LONG_POLL_S + 5.0)
+    with trio.fail_after(120):
+        await data.run("DELETE FROM t")
+    assert describe_waits(api) == [LONG_POLL_S, LONG_POLL_S]
+
+
+@pytest.mark.parametrize(("timeout_s", "max_wait_s", "waits"), [(120, 7, [7]), (120, 30, [20, 10])])
+async def test_the_waits_stay_within_the_polling_budget(
+    autojump_clock: trio.testing.MockClock,
+    long_poll: tuple[HeldSubmitApi, AwsClient],
+    timeout_s: float,
+    max_wait_s: float,
+    waits: list[int],
+) -> None:
+    api, data = data_on(
+        long_poll, runs_s=1000.0, statement_timeout_s=timeout_s, max_wait_s=max_wait_s
+    )
+    with trio.fail_after(120), pytest.raises(StatementTimeout):
+        await data.run("DELETE FROM t")
+    assert describe_waits(api) == waits
+    assert api.operations[-1] == "CancelStatement"
+
+
+async def test_a_drain_during_the_long_poll_cancels_the_statement(
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
+) -> None:
+    api, data = data_on(long_poll, runs_s=60.0)
+    with trio.move_on_after(2.0) as drain:
+        await data.run("DELETE FROM t")
+    assert drain.cancelled_caught
+    # (the fake records a call when it answers: the held describe never was)
+    assert api.operations == ["ExecuteStatement", "CancelStatement"]
+    assert api.calls[-1][2] == {"Id": STATEMENT_ID}
+    assert trio.current_time() == pytest.approx(2.0)  # the drain did not wait for the poll
+
+
+async def test_a_held_submit_that_ends_within_its_wait_costs_no_describe(
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
+) -> None:
+    api, data = data_on(long_poll, runs_s=3.0)
     with trio.fail_after(60):
         result = await data.run(["INSERT INTO s VALUES (1)"], held=True)
     assert result.status == "FINISHED"
@@ -194,9 +172,9 @@ async def test_a_held_submit_that_ends_within_its_wait_costs_no_describe(
 
 
 async def test_a_held_submit_that_failed_is_described_for_its_error(
-    autojump_clock: trio.testing.MockClock, held_api: tuple[HeldSubmitApi, AwsClient]
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
 ) -> None:
-    api, data = held_data(held_api, runs_s=1.0)
+    api, data = data_on(long_poll, runs_s=1.0)
     api.final = "FAILED"
     with trio.fail_after(60), pytest.raises(StatementDataError, match="invalid input syntax"):
         await data.run(["INSERT INTO s VALUES (1)"], held=True)
@@ -204,11 +182,11 @@ async def test_a_held_submit_that_failed_is_described_for_its_error(
 
 
 async def test_a_held_submit_still_running_keeps_to_the_same_budget(
-    autojump_clock: trio.testing.MockClock, held_api: tuple[HeldSubmitApi, AwsClient]
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
 ) -> None:
     """What the held submit waited counts: the statement gets REDSHIFT_MAX_RETRIES
     seconds of waiting in all, not that plus the submit's wait."""
-    api, data = held_data(held_api, runs_s=1000.0, max_wait_s=30)
+    api, data = data_on(long_poll, runs_s=1000.0, max_wait_s=30)
     with trio.fail_after(120), pytest.raises(StatementTimeout):
         await data.run(["INSERT INTO s VALUES (1)"], held=True)
     assert describe_waits(api) == [10]  # 30 s in all, 20 of them in the submit
@@ -217,9 +195,9 @@ async def test_a_held_submit_still_running_keeps_to_the_same_budget(
 
 
 async def test_a_submit_is_not_held_unless_asked(
-    autojump_clock: trio.testing.MockClock, held_api: tuple[HeldSubmitApi, AwsClient]
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
 ) -> None:
-    api, data = held_data(held_api, runs_s=3.0)
+    api, data = data_on(long_poll, runs_s=3.0)
     with trio.fail_after(60):
         await data.run(["INSERT INTO s VALUES (1)"])
     assert "WaitTimeSeconds" not in api.calls[0][2]  # a drain must know the Id to cancel
@@ -256,11 +234,11 @@ async def test_emulator_a_load_is_two_batches_and_one_describe(
 
 
 async def test_a_drain_during_a_held_submit_cancels_the_statement_by_its_token(
-    autojump_clock: trio.testing.MockClock, held_api: tuple[HeldSubmitApi, AwsClient]
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
 ) -> None:
     """The held submit has not answered the Id: the same call with the same
     ClientToken does (starting nothing new), then CancelStatement."""
-    api, data = held_data(held_api, runs_s=60.0)
+    api, data = data_on(long_poll, runs_s=60.0)
     with trio.move_on_after(2.0) as drain:
         await data.run(["INSERT INTO s VALUES (1)"], held=True)
     assert drain.cancelled_caught
