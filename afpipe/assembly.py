@@ -124,6 +124,7 @@ def producer(settings: Settings, queue: Queue, health: Health) -> Producer:
 
 
 def ingest_config(settings: Settings) -> IngestConfig:
+    parts = sections(settings)
     return IngestConfig(
         max_body_bytes=settings.max_body_bytes,
         max_message_bytes=backends.body_limit_bytes(settings),
@@ -131,9 +132,9 @@ def ingest_config(settings: Settings) -> IngestConfig:
         token=settings.webhook_token,
         token_header=settings.webhook_token_header,
         consumer_enabled=settings.enable_sqs_consumer,
-        allowed_networks=sections(settings).allowed_networks,
-        trusted_proxies=sections(settings).trusted_proxies,
-        cors_origins=sections(settings).cors_origins,
+        allowed_networks=parts.allowed_networks,
+        trusted_proxies=parts.trusted_proxies,
+        cors_origins=parts.cors_origins,
         max_inflight_requests=settings.max_inflight_requests,
         max_body_buffer_bytes=settings.max_body_buffer_bytes,
     )

@@ -89,7 +89,7 @@ class Sections(msgspec.Struct, frozen=True, kw_only=True):
         return described
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)  # a process has one Settings; bounded all the same
 def sections(settings: Settings) -> Sections:
     """Raises ``SettingProblem`` for a value that does not parse (``load`` calls it,
     so that surfaces as ConfigError before anything binds); cached: parsed once."""
