@@ -245,7 +245,8 @@ class RedshiftWarehouse:
             except PermanentError as exc:
                 if not self._batch_limit.refused(sqls, exc):
                     raise
-                calls = load_sql.stage_calls([row for call in calls for row in call.rows], first)
+                rest = [row for call in calls for row in call.rows]
+                calls = load_sql.stage_calls(rest, first, self.limits)  # as just learnt
                 continue
             self._batch_limit.taken(sqls)
             calls, first = calls[1:], []
