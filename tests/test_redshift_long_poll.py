@@ -63,6 +63,7 @@ class HeldSubmitApi(LongPollApi):
         super().__init__(runs_s)
         self.final = final
         self.tokens: list[str] = []  # of every submit, as it arrives
+        self.late_s = 0.0  # a held submit answers this long after its wait (the network)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -71,7 +72,7 @@ class HeldSubmitApi(LongPollApi):
             self.tokens.append(body["ClientToken"])
         if operation.endswith("ExecuteStatement") and "WaitTimeSeconds" in body:
             self.ends_at = trio.current_time() + self.runs_s
-            await trio.sleep(min(body["WaitTimeSeconds"], self.runs_s))
+            await trio.sleep(min(body["WaitTimeSeconds"], self.runs_s) + self.late_s)
             self(request)  # recorded
             ended = trio.current_time() >= self.ends_at
             status = self.final if ended else "STARTED"
@@ -249,3 +250,17 @@ async def test_a_drain_during_a_held_submit_cancels_the_statement_by_its_token(
     assert api.tokens == [api.tokens[0]] * 2  # the same call: the same statement
     assert api.calls[-1][2] == {"Id": STATEMENT_ID}
     assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_a_held_submit_answered_after_the_whole_budget_times_out_cleanly(
+    autojump_clock: trio.testing.MockClock, long_poll: tuple[HeldSubmitApi, AwsClient]
+) -> None:
+    """The submit held for the whole statement timeout and its answer came a little
+    later still: nothing is left to wait, so the statement is cancelled as timed out
+    (the process crashed on a negative timeout before: CI found it)."""
+    api, data = data_on(long_poll, runs_s=1000.0, statement_timeout_s=2.0)
+    api.late_s = 0.1
+    with trio.fail_after(60), pytest.raises(StatementTimeout):
+        await data.run(["INSERT INTO s VALUES (1)"], held=True)
+    assert api.calls[0][2]["WaitTimeSeconds"] == 2
+    assert api.operations == ["BatchExecuteStatement", "CancelStatement"]

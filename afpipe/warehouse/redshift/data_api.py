@@ -187,7 +187,9 @@ class RedshiftData:
         the cancel must reach Redshift)."""
         result: StatementResult | None = None
         try:
-            with trio.move_on_after(self.statement_timeout_s - spent_s):
+            # A held submit may have spent the whole budget (its answer comes a
+            # little after its wait): then nothing is left, and it timed out.
+            with trio.move_on_after(max(0.0, self.statement_timeout_s - spent_s)):
                 result = await self._poll(statement_id, self.max_wait_s - spent_s)
         except BaseException:
             await self._cancel_quietly(statement_id)
