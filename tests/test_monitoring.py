@@ -344,11 +344,12 @@ POISON_TRIGGER = (
     f"CREATE TRIGGER afpipe_test_poison BEFORE INSERT ON {TABLE}"
     " WHEN NEW.event_name = 'poison' BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
 )
-# A function that does not exist fails every insert as an OperationalError: to afpipe,
-# a warehouse that is down (transient), not rows it refuses.
+# An integer overflow fails every insert as an OperationalError: to afpipe, a warehouse
+# that is down (transient), not rows it refuses. It fails as the insert runs, not as it is
+# prepared (a missing function would), so the connection sees the trigger dropped.
 DOWN_TRIGGER = (
     f"CREATE TRIGGER afpipe_test_down BEFORE INSERT ON {TABLE}"
-    " BEGIN SELECT afpipe_test_warehouse_down(); END"
+    " BEGIN SELECT abs(-9223372036854775807 - 1); END"
 )
 UP = "DROP TRIGGER afpipe_test_down"
 
@@ -486,16 +487,18 @@ async def first_process(daemon: Daemon, data_dir: Path, prometheus: httpx.AsyncC
                 and metric(text, "afpipe_events_held", queue="main") >= 1
             ),
         )
-    await until_scraped_twice(prometheus, 'afpipe_load_failures_total{target="primary"} > 0')
+    # Two scrapes of the last counter to appear: the earlier ones have the samples a
+    # rate needs when the process is gone.
+    await until_answered(
+        prometheus, 'count_over_time(afpipe_load_failures_total{target="primary"}[1m]) >= 2'
+    )
     daemon.signal(signal.SIGKILL)
     await daemon.wait()
 
 
-async def until_scraped_twice(prometheus: httpx.AsyncClient, promql: str) -> None:
-    """Until Prometheus has two scrapes since ``promql`` first answered: counters that
-    appeared by then have the two samples a rate needs."""
+async def until_answered(prometheus: httpx.AsyncClient, promql: str) -> None:
     with trio.fail_after(20):
-        while not await query(prometheus, f"count_over_time(({promql})[1m:1s]) >= 2"):
+        while not await query(prometheus, promql):
             await trio.sleep(0.2)
 
 
@@ -586,7 +589,7 @@ async def test_a_real_prometheus_answers_every_dashboard_query(
             httpx.AsyncClient(base_url=url, timeout=10) as prometheus,
         ):
             async with afpipe_process(data_dir, env) as first:
-                await until_scraped_twice(prometheus, 'up{job="afpipe"} == 1')
+                await until_answered(prometheus, 'sum_over_time(up{job="afpipe"}[1m]) >= 2')
                 await first_process(first, data_dir, prometheus)
             async with afpipe_process(data_dir, env) as second:
                 await second_process(second, data_dir)
@@ -595,7 +598,7 @@ async def test_a_real_prometheus_answers_every_dashboard_query(
                     while missing:
                         await trio.sleep(0.5)
                         missing = await unanswered(prometheus, missing)
-                assert missing == []
+                assert missing == [], "\n".join(f"{t}: {q}" for t, q in missing)
                 assert await rule_problems(prometheus) == []
                 # Every panel answers for afpipe only: with its job unknown, nothing
                 # (and the panels left without data are valid queries too).
