@@ -72,6 +72,20 @@ AWS_REQUESTS = Counter(
     "AWS API requests sent, every attempt (each is billed), by service and operation",
     ["service", "operation"],
 )
+EVENTS_SETTLED = Counter(
+    "afpipe_events_settled",
+    "Events that left a queue, once per target, by outcome (loaded, dead_lettered,"
+    " handed_off, dropped): the accounting's other side of afpipe_events_accepted",
+    ["queue", "target", "outcome"],
+)
+EVENTS_HELD = Gauge(
+    "afpipe_events_held", "Events in messages received and not yet settled", ["queue"]
+)
+RECEIVED_AGAIN = Counter(
+    "afpipe_messages_received_again",
+    "Messages received more than once (after a crash, a kill, a failed delete, a timeout)",
+    ["queue"],
+)
 LAG_SECONDS = Gauge(
     "afpipe_lag_seconds", "Age of the oldest message received and not yet loaded", ["queue"]
 )

@@ -46,6 +46,9 @@ FAMILIES = {
     "afpipe_aws_requests": "counter",
     "afpipe_queue_messages": "gauge",
     "afpipe_queue_oldest_message_age_seconds": "gauge",
+    "afpipe_events_settled": "counter",
+    "afpipe_events_held": "gauge",
+    "afpipe_messages_received_again": "counter",
 }
 
 
@@ -80,6 +83,10 @@ async def test_every_family_is_exposed_and_counts_move(tmp_path: Path) -> None:
     assert after[("afpipe_events_rejected_total", (("reason", "bad_request"),))] == 1
     assert after[("afpipe_rows_loaded_total", (("target", "primary"),))] == 2
     assert after[("afpipe_rows_loaded_total", (("target", "secondary"),))] == 2
+    for target in ("primary", "secondary"):  # the accounting balances: 2 in, 2 out each
+        settled = (("outcome", "loaded"), ("queue", "main"), ("target", target))
+        assert after[("afpipe_events_settled_total", settled)] == 2
+    assert after[("afpipe_events_held", (("queue", "main"),))] == 0
     assert after[("afpipe_batches_loaded_total", (("target", "primary"),))] >= 1
     assert after[("afpipe_load_seconds_count", (("target", "primary"),))] >= 1
     assert after[("afpipe_queue_operations_total", (("operation", "send"), ("queue", "main")))] >= 1

@@ -41,8 +41,8 @@ async def test_secondary_hand_off_fits_sqs_batch_total(
     down = FakeWarehouse(name="secondary", transient_failures=1)
     sink = Secondary(down, retry, timeout_s=10, body_limit_bytes=256 * KIB)
     with trio.fail_after(TIMEOUT_S):
-        safe, rejected = await sink.deliver(events)
-        assert safe and rejected == []
+        delivery = await sink.deliver(events)
+        assert delivery.safe and delivery.rejected == []
         got = await receive_at_least(retry, 5)
     handed = [e.id for m in got for e in decode_body(m.body)]
     assert sorted(handed) == sorted(e.id for e in events)
@@ -57,8 +57,7 @@ async def test_secondary_hand_off_sends_within_its_body_limit_in_all(
     sink = Secondary(
         FakeWarehouse(transient_failures=1), retry, timeout_s=5, body_limit_bytes=16 * KIB
     )
-    safe, _ = await sink.deliver(events)
-    assert safe
+    assert (await sink.deliver(events)).safe
     assert all(sum(len(b.encode()) for b in call) <= 16 * KIB for call in retry.send_calls)
     handed = [e.id for m in retry.remaining() for e in decode_body(retry.body_of(m))]
     assert sorted(handed) == sorted(e.id for e in events)

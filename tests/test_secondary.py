@@ -10,7 +10,7 @@ from afpipe.errors import TransientError
 from afpipe.health import Health
 from afpipe.pipeline.config import ConsumerConfig
 from afpipe.pipeline.consumer import serve_consumer
-from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
+from afpipe.pipeline.secondary import Delivery, Secondary, TableCreatingWarehouse
 from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse
 
@@ -23,8 +23,8 @@ def secondary(warehouse: FakeWarehouse, retry: FakeQueue | None) -> Secondary:
 
 async def test_healthy_secondary_loads_and_is_safe(autojump_clock: trio.testing.MockClock) -> None:
     warehouse = FakeWarehouse(name="secondary")
-    safe, rejected = await secondary(warehouse, FakeQueue()).deliver(EVENTS)
-    assert safe and rejected == []
+    delivery = await secondary(warehouse, FakeQueue()).deliver(EVENTS)
+    assert delivery == Delivery(True, "loaded", [])
     assert set(warehouse.rows) == {e.id for e in EVENTS}
 
 
@@ -34,14 +34,13 @@ async def test_down_secondary_hands_events_to_the_retry_queue_then_skips_while_c
     warehouse = FakeWarehouse(name="secondary", transient_failures=1)
     retry = FakeQueue()
     sink = secondary(warehouse, retry)
-    safe, _ = await sink.deliver(EVENTS[:3])
-    assert safe
+    assert await sink.deliver(EVENTS[:3]) == Delivery(True, "handed_off")
     handed = [e.id for body in retry.remaining() for e in decode_body(retry.body_of(body))]
     assert handed == [e.id for e in EVENTS[:3]]
     # Within the cool-down the secondary is not even tried: no time is spent on it.
     before = trio.current_time()
     calls = warehouse.load_calls
-    assert (await sink.deliver(EVENTS[3:]))[0]
+    assert await sink.deliver(EVENTS[3:]) == Delivery(True, "handed_off")
     assert warehouse.load_calls == calls and trio.current_time() == before
     assert sink.handed_off_events == 5
 
@@ -53,8 +52,8 @@ async def test_slow_secondary_is_cut_off_at_its_time_budget(
     warehouse.gate = trio.Event()  # never opens
     retry = FakeQueue()
     start = trio.current_time()
-    safe, _ = await secondary(warehouse, retry).deliver(EVENTS)
-    assert safe and trio.current_time() - start == 5
+    assert (await secondary(warehouse, retry).deliver(EVENTS)).safe
+    assert trio.current_time() - start == 5
     assert len(retry.remaining()) == 1
 
 
@@ -63,16 +62,15 @@ async def test_failed_hand_off_is_not_safe_to_delete(
 ) -> None:
     retry = FakeQueue()
     retry.send_error = TransientError("retry queue down")
-    safe, _ = await secondary(FakeWarehouse(transient_failures=9), retry).deliver(EVENTS)
-    assert not safe
+    assert not (await secondary(FakeWarehouse(transient_failures=9), retry).deliver(EVENTS)).safe
 
 
 async def test_without_retry_queue_events_are_dropped_and_counted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     sink = secondary(FakeWarehouse(transient_failures=9), None)
-    safe, _ = await sink.deliver(EVENTS)
-    assert safe and sink.dropped_events == len(EVENTS)
+    assert await sink.deliver(EVENTS) == Delivery(True, "dropped")
+    assert sink.dropped_events == len(EVENTS)
 
 
 async def test_consumer_with_secondary_down_commits_primary_then_retry_consumer_catches_up(

@@ -15,6 +15,7 @@ import trio
 
 from afpipe import metrics
 from afpipe.health import Health
+from afpipe.pipeline.accounting import Ledger
 from afpipe.pipeline.batching import Held
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S, ConsumerConfig
 from afpipe.pipeline.inflight import InFlight, heartbeat, release
@@ -37,9 +38,11 @@ async def serve_consumer(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    inflight = InFlight()
+    targets = [warehouse.name] + ([secondary.name] if secondary is not None else [])
+    inflight = InFlight(Ledger(queue.name, targets))
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
     metrics.MESSAGES_IN_FLIGHT.labels(queue.name).set_function(lambda: len(inflight))
+    metrics.EVENTS_HELD.labels(queue.name).set_function(inflight.events_held)
     metrics.LAG_SECONDS.labels(queue.name).set_function(inflight.lag_s)
     metrics.CHANNEL_OCCUPANCY.labels(queue.name).set_function(
         lambda: send.statistics().current_buffer_used

@@ -9,6 +9,7 @@ import trio
 
 from afpipe import drain
 from afpipe.errors import AfpipeError
+from afpipe.pipeline.accounting import Ledger
 from afpipe.pipeline.config import backoff_s
 from afpipe.queue.base import EntriesFailed, Queue, ReceivedMessage
 
@@ -19,20 +20,32 @@ MIN_VISIBILITY_S = 2
 
 
 class InFlight:
-    """Receipt handle -> when its visibility was last set (trio clock)."""
+    """Receipt handle -> when its visibility was last set (trio clock); and the
+    ``ledger`` in which the events of the messages held are settled."""
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self.ledger = ledger or Ledger()
         self._since: dict[str, float] = {}
         self._sent_at_s: dict[str, float] = {}  # wall clock, for the lag metric
+        self._events: dict[str, int] = {}  # events of the messages decoded
 
     def add(self, message: ReceivedMessage) -> None:
         self._since[message.receipt_handle] = trio.current_time()
         self._sent_at_s[message.receipt_handle] = message.sent_at_s
 
+    def hold(self, handle: str, events: int) -> None:
+        """The message ``handle`` decoded to ``events`` events."""
+        if handle in self._since:
+            self._events[handle] = events
+
     def remove(self, handles: list[str]) -> None:
         for handle in handles:
             self._since.pop(handle, None)
             self._sent_at_s.pop(handle, None)
+            self._events.pop(handle, None)
+
+    def events_held(self) -> int:
+        return sum(self._events.values())
 
     def lag_s(self) -> float:
         """Age of the oldest message held (sent, not yet loaded and deleted)."""

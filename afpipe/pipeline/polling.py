@@ -30,6 +30,7 @@ import trio
 from afpipe import metrics
 from afpipe.codec import DecodeError, decode_body
 from afpipe.errors import AfpipeError, ConfigError
+from afpipe.event import Event
 from afpipe.health import Health
 from afpipe.pipeline.batching import Held
 from afpipe.pipeline.config import RECEIVE_MAX_MESSAGES, ConsumerConfig, backoff_s
@@ -144,9 +145,12 @@ async def _forward(
 ) -> None:
     for message in messages:
         inflight.add(message)
+        if message.receive_count > 1:
+            metrics.RECEIVED_AGAIN.labels(queue.name).inc()
     for message in messages:
         held = await _admit(queue, config, inflight, message)
         if held is not None:
+            inflight.hold(message.receipt_handle, len(held.events))
             await send.send(held)
 
 
@@ -165,7 +169,7 @@ async def _admit(
             f"received {count} times, more than twice AFPIPE_MAX_RECEIVES ({limit}):"
             f" tried alone since receive {limit + 1}, never committed"
         )
-        await _dead_letter_message(queue, inflight, message, reason)
+        await _dead_letter_message(queue, inflight, message, reason, events)
         return None
     alone = count > limit
     if alone:
@@ -177,12 +181,18 @@ async def _admit(
 
 
 async def _dead_letter_message(
-    queue: Queue, inflight: InFlight, message: ReceivedMessage, reason: str
+    queue: Queue,
+    inflight: InFlight,
+    message: ReceivedMessage,
+    reason: str,
+    events: list[Event] | None = None,
 ) -> None:
+    """Dead-letter ``message`` whole; ``events``: what it holds, when it decoded."""
     log.error("dead-lettering message", extra={"message_id": message.message_id, "reason": reason})
     metrics.DEAD_LETTERED.labels("message").inc()
     try:
         if await queue.dead_letter(message, reason, message.body):
+            inflight.ledger.dead_lettered_whole(events or [])
             await queue.delete([message.receipt_handle])
     except AfpipeError as exc:
         log.warning("dead-letter failed", extra={"error": str(exc)})

@@ -14,16 +14,28 @@ import logging
 import math
 from collections.abc import Sequence
 
+import msgspec
 import trio
 
 from afpipe import metrics
 from afpipe.codec import encode_body, encode_event, pack
 from afpipe.errors import AfpipeError, ConfigError
 from afpipe.event import Event
+from afpipe.pipeline.accounting import Outcome
 from afpipe.queue.base import Queue, group_by_size
 from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
 log = logging.getLogger("afpipe.secondary")
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """What became of a batch offered to the secondary. ``safe``: the source
+    messages may be deleted; ``outcome``: where their events went (meaningful
+    when safe); ``rejected``: events the secondary loaded none of."""
+
+    safe: bool
+    outcome: Outcome
+    rejected: list[Rejected] = []
 
 
 class Secondary:
@@ -37,6 +49,7 @@ class Secondary:
         cooldown_s: float = 30.0,
     ) -> None:
         self.warehouse = warehouse
+        self.name = warehouse.name
         self.retry_queue = retry_queue
         self.timeout_s = timeout_s
         self.body_limit_bytes = body_limit_bytes
@@ -45,8 +58,7 @@ class Secondary:
         self.handed_off_events = 0
         self.dropped_events = 0
 
-    async def deliver(self, events: Sequence[Event]) -> tuple[bool, list[Rejected]]:
-        """(safe to delete the source messages, events the secondary rejected)."""
+    async def deliver(self, events: Sequence[Event]) -> Delivery:
         if trio.current_time() >= self._down_until:
             with trio.move_on_after(self.timeout_s):
                 try:
@@ -56,11 +68,11 @@ class Secondary:
                 except AfpipeError as exc:
                     log.warning("secondary load failed", extra={"error": str(exc)})
                 else:
-                    return True, result.rejected
+                    return Delivery(True, "loaded", list(result.rejected))
             self._down_until = trio.current_time() + self.cooldown_s
-        return await self._hand_off(events), []
+        return await self._hand_off(events)
 
-    async def _hand_off(self, events: Sequence[Event]) -> bool:
+    async def _hand_off(self, events: Sequence[Event]) -> Delivery:
         if self.retry_queue is None:
             self.dropped_events += len(events)
             metrics.SECONDARY_DROPPED.inc(len(events))
@@ -69,7 +81,7 @@ class Secondary:
                 " for the secondary",
                 extra={"events": len(events), "dropped_total": self.dropped_events},
             )
-            return True
+            return Delivery(True, "dropped")
         items = [encode_event(e.payload) for e in events]
         bodies = [encode_body(group) for group in pack(items, self.body_limit_bytes)]
         try:
@@ -80,12 +92,12 @@ class Secondary:
         except AfpipeError as exc:
             # Not durable anywhere: keep the source messages so they come back.
             log.error("secondary hand-off failed", extra={"error": str(exc)})
-            return False
+            return Delivery(False, "handed_off")
         self.handed_off_events += len(events)
         metrics.SECONDARY_HANDED_OFF.inc(len(events))
         metrics.SECONDARY_BACKLOG.inc(len(events))
         log.info("secondary events handed to the retry queue", extra={"events": len(events)})
-        return True
+        return Delivery(True, "handed_off")
 
 
 class TableCreatingWarehouse:

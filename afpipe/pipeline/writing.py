@@ -20,10 +20,11 @@ from afpipe.codec import encode_body, encode_event
 from afpipe.errors import AfpipeError, ConfigError, PermanentError
 from afpipe.event import Event
 from afpipe.health import Health
+from afpipe.pipeline.accounting import Ledger
 from afpipe.pipeline.batching import Batch, Held, events_of
 from afpipe.pipeline.config import ConsumerConfig, backoff_s
 from afpipe.pipeline.inflight import InFlight
-from afpipe.pipeline.secondary import Secondary
+from afpipe.pipeline.secondary import Delivery, Secondary
 from afpipe.queue.base import Queue, ReceivedMessage
 from afpipe.warehouse.base import LoadResult, Rejected, Warehouse
 
@@ -79,22 +80,24 @@ async def _commit(
     """Load a batch into the primary (retrying transient failures) and the secondary
     (if any, concurrently), dead-letter rejects, then delete what is safe to delete."""
     events = events_of(items)
-    secondary_done: list[tuple[bool, list[Rejected]]] = []
+    delivered: list[Delivery] = []
     async with trio.open_nursery() as nursery:
         if secondary is not None:
 
             async def to_secondary() -> None:
-                secondary_done.append(await secondary.deliver(events))
+                delivered.append(await secondary.deliver(events))
 
             nursery.start_soon(to_secondary)
         result = await _load_until_committed(warehouse, health, events)
     rejected = list(result.rejected)
-    secondary_safe = True
-    if secondary_done:
-        secondary_safe, secondary_rejected = secondary_done[0]
-        rejected += [Rejected(r.event, f"secondary: {r.reason}") for r in secondary_rejected]
-    deletable = await _dead_letter_rejected(queue, items, rejected) if secondary_safe else set()
-    done = [h.message.receipt_handle for h in items if h.message.message_id in deletable]
+    delivery = delivered[0] if delivered else None
+    if delivery is not None:
+        rejected += [Rejected(r.event, f"secondary: {r.reason}") for r in delivery.rejected]
+    safe = delivery is None or delivery.safe
+    deletable = await _dead_letter_rejected(queue, items, rejected) if safe else set()
+    settled = [h for h in items if h.message.message_id in deletable]
+    _settle(inflight.ledger, warehouse.name, result, secondary, delivery, settled)
+    done = [h.message.receipt_handle for h in settled]
     log.debug("batch committed", extra={"events": len(events), "loaded": result.loaded})
     if len(items) == 1 and items[0].alone:
         log.info(
@@ -105,6 +108,27 @@ async def _commit(
     # Messages kept back (their rejects found no dead-letter home) must not be
     # heartbeated forever: let them come back after their visibility timeout.
     inflight.remove([h.message.receipt_handle for h in items])
+
+
+def _settle(
+    ledger: Ledger,
+    target: str,
+    result: LoadResult,
+    secondary: Secondary | None,
+    delivery: Delivery | None,
+    settled: list[Held],
+) -> None:
+    """Count the events of the messages leaving the queue, once per target."""
+    primary_refused = {r.event.id for r in result.rejected}
+    for held in settled:
+        ledger.settle_load(target, held.events, primary_refused)
+        if secondary is None or delivery is None:
+            continue
+        if delivery.outcome == "loaded":
+            refused = {r.event.id for r in delivery.rejected}
+            ledger.settle_load(secondary.name, held.events, refused)
+        else:
+            ledger.settle(secondary.name, held.events, delivery.outcome)
 
 
 async def _load_until_committed(

@@ -1,0 +1,135 @@
+"""The accounting: each event leaving a queue counted once per target, by outcome,
+so that accepted = settled + held + still queued (afpipe.pipeline.accounting)."""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+import trio.testing
+from prometheus_client import REGISTRY
+
+from afpipe.health import Health
+from afpipe.pipeline.config import ConsumerConfig
+from afpipe.pipeline.consumer import serve_consumer
+from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
+from tests.events import from_payload
+from tests.fakes import FakeQueue, FakeWarehouse
+from tests.test_consumer import FAKE, VIRTUAL_TIMEOUT_S, body, consumer, payload, with_
+
+_names = itertools.count()
+
+
+def fresh_queue() -> FakeQueue:
+    """A queue with a name of its own: the counters are process-wide."""
+    queue = FakeQueue()
+    queue.name = f"accounting-{next(_names)}"
+    return queue
+
+
+def settled(queue: str, target: str, outcome: str) -> float:
+    labels = {"queue": queue, "target": target, "outcome": outcome}
+    return REGISTRY.get_sample_value("afpipe_events_settled_total", labels) or 0.0
+
+
+def held(queue: str) -> float | None:
+    return REGISTRY.get_sample_value("afpipe_events_held", {"queue": queue})
+
+
+def received_again(queue: str) -> float:
+    labels = {"queue": queue}
+    return REGISTRY.get_sample_value("afpipe_messages_received_again_total", labels) or 0.0
+
+
+async def test_loaded_and_dead_lettered_events_settle_once_their_message_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bad = payload(2)
+    queue = fresh_queue()
+    warehouse = FakeWarehouse(reject={from_payload(bad).id: "refused"})
+    warehouse.gate = trio.Event()  # hold the load: the events are held, not settled
+    queue.put(body(payload(1), bad, payload(3)))
+    queue.put(body(payload(4)))
+    with trio.fail_after(VIRTUAL_TIMEOUT_S):
+        async with consumer(queue, warehouse, FAKE):
+            await trio.sleep(5)
+            assert held(queue.name) == 4
+            assert settled(queue.name, "primary", "loaded") == 0
+            warehouse.gate.set()
+            await queue.activity.wait_for(lambda: len(queue.deleted) == 2)
+    assert settled(queue.name, "primary", "loaded") == 3
+    assert settled(queue.name, "primary", "dead_lettered") == 1
+    assert held(queue.name) == 0
+
+
+async def test_a_message_kept_on_the_queue_is_not_settled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Its rejected event found no dead-letter home: it comes back, so nothing of it
+    has left the queue, not even the events that loaded."""
+    bad = payload(2)
+    queue = fresh_queue()
+    queue.keeps_dead_letters = False  # SQS without a DLQ
+    warehouse = FakeWarehouse(reject={from_payload(bad).id: "refused"})
+    mixed = queue.put(body(payload(1), bad))
+    clean = queue.put(body(payload(3)))
+    with trio.fail_after(VIRTUAL_TIMEOUT_S):
+        async with consumer(queue, warehouse, with_(FAKE, visibility_s=10)):
+            await queue.activity.wait_for(lambda: clean in queue.deleted)
+            await queue.activity.wait_for(
+                lambda: [m for m, _ in queue.received_at].count(mixed) >= 2
+            )
+    assert settled(queue.name, "primary", "loaded") == 1  # the clean message's event
+    assert settled(queue.name, "primary", "dead_lettered") == 0
+    assert received_again(queue.name) >= 1
+
+
+async def test_a_message_dead_lettered_whole_settles_its_events_for_every_target(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue = fresh_queue()
+    queue.put(body(payload(1), payload(2)), receive_count=20)  # past twice max_receives
+    primary, other = FakeWarehouse(), FakeWarehouse(name="secondary")
+    sink = Secondary(other, None, timeout_s=5, body_limit_bytes=256 * 1024)
+    stop = trio.Event()
+    with trio.fail_after(VIRTUAL_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_consumer, queue, primary, FAKE, stop, Health(30), sink)
+            await queue.activity.wait_for(lambda: len(queue.deleted) == 1)
+            stop.set()
+    for target in ("primary", "secondary"):
+        assert settled(queue.name, target, "dead_lettered") == 2
+        assert settled(queue.name, target, "loaded") == 0
+    assert received_again(queue.name) == 1
+    assert primary.rows == {} == other.rows
+
+
+async def test_the_secondary_settles_as_loaded_handed_off_or_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Down with a retry queue: handed off from the main queue, then loaded from the
+    retry queue, which balances on its own; with no retry queue: dropped."""
+    config = ConsumerConfig(batch_linger_s=0.1, empty_receive_pause_s=0.1)
+    main, retry, alone = fresh_queue(), fresh_queue(), fresh_queue()
+    down = FakeWarehouse(name="secondary", transient_failures=1000)
+    for n in range(5):
+        main.put(body(payload(n)))
+        alone.put(body(payload(n)))
+    stop = trio.Event()
+    with trio.fail_after(VIRTUAL_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            for queue, retry_queue in ((main, retry), (alone, None)):
+                sink = Secondary(down, retry_queue, timeout_s=5, body_limit_bytes=256 * 1024)
+                primary = FakeWarehouse()
+                await nursery.start(serve_consumer, queue, primary, config, stop, Health(30), sink)
+                await queue.activity.wait_for(lambda q=queue: len(q.deleted) == 5)  # type: ignore[misc]
+            down.transient_failures = 0
+            drained = TableCreatingWarehouse(down, drains_backlog=True)
+            await nursery.start(serve_consumer, retry, drained, config, stop, Health(30))
+            await retry.activity.wait_for(lambda: not retry.remaining())
+            stop.set()
+    assert settled(main.name, "primary", "loaded") == 5
+    assert settled(main.name, "secondary", "handed_off") == 5
+    assert settled(retry.name, "secondary", "loaded") == 5
+    assert settled(alone.name, "secondary", "dropped") == 5
+    assert settled(alone.name, "primary", "loaded") == 5
