@@ -32,8 +32,8 @@ def age(seconds: float | None, never: str = "never") -> str:
         return never
     for unit, size_s in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size_s:
-            return f"{seconds // size_s:.0f} {unit}"
-    return f"{seconds:.0f} s"
+            return f"{int(seconds // size_s)} {unit}"
+    return f"{int(seconds)} s"
 
 
 def _row(label: str, text: str) -> list[str]:
@@ -79,7 +79,7 @@ def _freshness(report: Report) -> list[str]:
 
 def _completeness(done: Completeness) -> list[str]:
     lines = ["", f"{'Completeness':<{2 + _LABEL}}events since the start"]
-    held = "" if done.held is None else f"; {done.held:,} held by the instances"
+    held = "" if done.held is None else f"; {done.held:,} held (received, not yet settled)"
     lines += _row("accepted", f"{_count(done.accepted)}{held}")
     for target, balance in done.targets.items():
         lines += _row(target, _settled(target, balance))
@@ -107,8 +107,8 @@ def _queues(done: Completeness) -> list[str]:
         lines += _row("main queue", _queue_text(main.visible, main.in_flight, main.error) + again)
         if not main.error:
             dead = main.dead_letters
-            text = "none: AFPIPE_DLQ_URL is unset" if dead is None else f"{dead:,} messages"
-            lines += _row("dead letters", text)
+            where = f"{dead:,} messages on the dead-letter queue" if dead is not None else ""
+            lines += _row("dead letters", where or "none: AFPIPE_DLQ_URL is unset")
     retry = done.queues.get("secondary_retry")
     if retry is not None:
         lines += _row("retry queue", _queue_text(retry.visible, retry.in_flight, retry.error))
