@@ -90,9 +90,18 @@ async def _scrape(client: httpx.AsyncClient, url: str, into: dict[int, Scrape], 
     except httpx.HTTPStatusError as exc:
         into[index] = Scrape(url, error=f"answered HTTP {exc.response.status_code}")
     except httpx.HTTPError as exc:
-        into[index] = Scrape(url, error=f"cannot reach it: {exc or type(exc).__name__}")
+        into[index] = Scrape(url, error=f"cannot reach it: {_reason(exc)}")
     except ValueError as exc:
         into[index] = Scrape(url, error=str(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first message along the causes: httpx's ConnectError over a refused
+    certificate says nothing, the SSL error under it does."""
+    cause = exc.__cause__ or exc.__context__
+    while not str(exc) and cause is not None:
+        exc, cause = cause, cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 async def _read_queues(parts: Sections) -> dict[str, QueueSize | str]:
