@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     peek.add_argument("--limit", type=int, default=10)
     redrive = dlq_commands.add_parser("redrive", help="move dead letters back onto the queue")
     redrive.add_argument("--limit", type=int, default=1000)
+    _add_status(commands)
+    return parser
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
         "status",
         help="how fresh the warehouse is, whether anything was lost, what it costs",
@@ -81,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
         " Default: this host's, from PORT and HOST",
     )
     status.add_argument("--json", action="store_true", help="the same numbers as JSON")
-    return parser
 
 
 def _metrics_url(text: str) -> str:
