@@ -84,10 +84,25 @@ def test_the_command_logs_to_stderr_so_its_json_stays_json(
     assert not (command_env / "afpipe-data").exists()
 
 
-def test_a_url_that_is_not_http_is_a_usage_error() -> None:
+@pytest.mark.parametrize(
+    "url", ["localhost:3000/metrics", "ftp://host/metrics", "http://", "http://[::1/metrics"]
+)
+def test_a_url_that_is_not_http_is_a_usage_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.build_parser().parse_args(["status", "--url", "localhost:3000/metrics"])
+        cli.build_parser().parse_args(["status", "--url", url])
     assert exited.value.code == 2
+    assert f"argument --url: {url!r}" in capsys.readouterr().err
+
+
+async def test_a_url_that_does_not_parse_is_named_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = await embedded_settings(tmp_path, visible=0)
+    with trio.fail_after(30):
+        assert await status(settings, ["http://[::1/metrics"]) == 1
+    assert "http://[::1/metrics  FAILED: not a URL: Invalid port" in capsys.readouterr().out
 
 
 @asynccontextmanager

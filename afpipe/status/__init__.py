@@ -91,6 +91,8 @@ async def _scrape(client: httpx.AsyncClient, url: str, into: dict[int, Scrape], 
         into[index] = Scrape(url, error=f"answered HTTP {exc.response.status_code}")
     except httpx.HTTPError as exc:
         into[index] = Scrape(url, error=f"cannot reach it: {_reason(exc)}")
+    except httpx.InvalidURL as exc:  # not an HTTPError
+        into[index] = Scrape(url, error=f"not a URL: {exc}")
     except ValueError as exc:
         into[index] = Scrape(url, error=str(exc))
 
