@@ -238,6 +238,10 @@ def test_an_instance_without_the_accounting_gets_no_verdict() -> None:
         ('{"status": "ok"}\n', "not Prometheus text"),
         ("# TYPE up gauge\nup 1\n", "not an afpipe instance"),
         ("", "not an afpipe instance"),
+        (
+            "# TYPE afpipe_events_accepted_total counter\nafpipe_events_accepted_total NaN\n",
+            "is nan",
+        ),
     ],
 )
 def test_what_is_not_an_afpipe_instances_metrics_is_refused(text: str, says: str) -> None:

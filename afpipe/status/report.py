@@ -8,6 +8,7 @@ is empty, and until then bounded by what the queue holds (``_verdict``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -101,6 +102,9 @@ def parse(url: str, text: str) -> Scrape:
         for family in families
         for sample in family.samples
     )
+    for name, _, value in samples:
+        if name.startswith("afpipe_") and not math.isfinite(value):
+            raise ValueError(f"{name} is {value}: not a count or a time")
     return Scrape(url, samples, names)
 
 
@@ -139,7 +143,7 @@ def build(
     errors += [f"{name} queue: {state.error}" for name, state in states.items() if state.error]
     return Report(
         at=now,
-        instances=[_instance(scrape, numbers, now) for scrape in scrapes],
+        instances=[_instance(scrape, now) for scrape in scrapes],
         freshness={t: _freshness(numbers, t, now) for t in targets} if answered else {},
         completeness=completeness,
         cost=_cost(numbers, completeness.accepted if answered else None),
@@ -147,7 +151,7 @@ def build(
     )
 
 
-def _instance(scrape: Scrape, numbers: Numbers, now: float) -> Instance:
+def _instance(scrape: Scrape, now: float) -> Instance:
     if scrape.error:
         return Instance(scrape.url, None, scrape.error)
     started = Numbers([scrape]).newest("process_start_time_seconds")
