@@ -75,12 +75,13 @@ async def _open_secondary(
     assert parts.secondary is not None
     opening = backends.open_warehouse(parts.secondary, aws, parts.staging)
     warehouse = InstrumentedWarehouse(await stack.enter_async_context(opening))
+    creating = TableCreatingWarehouse(warehouse)  # one creation for both paths
     retry_queue: Queue | None = None
     if url := parts.queue.secondary_retry_url:
         retry_queue = InstrumentedQueue(
             backends.sqs_queue(parts.queue, aws, url), "secondary_retry"
         )
-        drained = TableCreatingWarehouse(warehouse, drains_backlog=True)
+        drained = TableCreatingWarehouse(creating, drains_backlog=True)
         opened.secondary_backlog = (retry_queue, drained)
     else:
         log.warning(
@@ -88,7 +89,7 @@ async def _open_secondary(
             " secondary fails to load are dropped for the secondary (logged and counted)"
         )
     opened.secondary = Secondary(
-        TableCreatingWarehouse(warehouse),
+        creating,
         retry_queue,
         timeout_s=settings.secondary_timeout_s,
         body_limit_bytes=backends.body_limit_bytes(settings),

@@ -1,4 +1,4 @@
-"""``afpipe`` command line: serve, check, dlq. Exit codes: 0 ok, 1 failure, 2 bad config."""
+"""``afpipe`` command line: serve, check, dlq, status. Exit codes: 0 ok, 1 failure, 2 bad config."""
 
 from __future__ import annotations
 
@@ -67,7 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
     peek.add_argument("--limit", type=int, default=10)
     redrive = dlq_commands.add_parser("redrive", help="move dead letters back onto the queue")
     redrive.add_argument("--limit", type=int, default=1000)
+    _add_status(commands)
     return parser
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="how fresh the warehouse is, whether anything was lost, what it costs",
+        description="One screen from a running instance's /metrics and the queues, read live.",
+    )
+    status.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        type=_metrics_url,
+        help="an instance's /metrics; repeat for an HA pair (counters summed)."
+        " Default: this host's, from PORT and HOST",
+    )
+    status.add_argument("--json", action="store_true", help="the same numbers as JSON")
+
+
+def _metrics_url(text: str) -> str:
+    import httpx
+
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an http:// or https:// URL with a host")
+    return text
 
 
 def _export(environment: dict[str, str]) -> None:
@@ -94,10 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level,
         third_party=settings.log_third_party,
         secrets=[settings.webhook_token, *(os.environ.get(n, "") for n in _AWS_SECRET_VARIABLES)],
+        stream=sys.stderr if args.command == "status" else None,  # stdout is the answer
     )
     try:
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "status":
+            from afpipe.status import status
+
+            return trio.run(partial(status, settings, args.url, as_json=args.json))
         from afpipe import admin
 
         if args.command == "check":

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -97,10 +97,11 @@ def configure(
     *,
     third_party: bool = False,
     secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
 ) -> None:
-    """Log at ``level_name``; ``secrets`` are hidden wherever they appear; libraries log
-    at WARNING and above unless ``third_party``."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Log at ``level_name`` to ``stream`` (stdout); ``secrets`` are hidden wherever they
+    appear; libraries log at WARNING and above unless ``third_party``."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(Redactor(secrets)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

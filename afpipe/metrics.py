@@ -17,6 +17,12 @@ from prometheus_client import (
 )
 
 HTTP_REQUESTS = Counter("afpipe_http_requests", "HTTP requests answered", ["route", "status"])
+HTTP_SECONDS = Histogram(
+    "afpipe_http_request_seconds",
+    "Time to answer an HTTP request (for the webhook: the ack, once the event is durable)",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 EVENTS_ACCEPTED = Counter("afpipe_events_accepted", "Events acknowledged to the sender (durable)")
 EVENTS_REJECTED = Counter("afpipe_events_rejected", "Webhook requests not accepted", ["reason"])
 QUEUE_OPERATIONS = Counter("afpipe_queue_operations", "Queue calls", ["queue", "operation"])

@@ -180,6 +180,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix="afpipe-bench-"))
         self.log = self.dir / "server.log"
         full_env = base_env({"PORT": str(self.port), "AFPIPE_DATA_DIR": str(self.dir), **env})
+        self.env = full_env
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 list(argv), env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.e2e [--seconds 30] [--rate 1000] [--batch 1]
                                   [--cases inline,inline+secondary,staged,staged+secondary]
-                                  [--no-doc] [--env NAME=VALUE ...]
+                                  [--no-doc] [--env NAME=VALUE ...] [--status-svg PATH]
 
 Each emulated statement takes 500 ms and the Data API quotas are enforced
 (ExecuteStatement 30/s, BatchExecuteStatement 20/s, DescribeStatement 100/s).
@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.common import (
     CLIENT_CORE,
+    Server,
     afpipe_server,
     http_get,
     pct,
@@ -38,6 +39,7 @@ from bench.common import (
     report,
     table,
 )
+from bench.terminal import afpipe_status, write_svg
 
 STATEMENT_LATENCY_S = 0.5
 ROW_POLL_S = 0.2
@@ -213,6 +215,13 @@ class E2eResult:
     ack_p99_ms: float
 
 
+def show_status(server: Server, svg: Path, case: str) -> None:
+    """Print ``afpipe status`` once the events are in the table; draw it in ``svg``."""
+    text = afpipe_status(server)
+    print(text)
+    write_svg(text, svg, f"$ afpipe status      (bench.e2e, {case})")
+
+
 def run_case(
     name: str,
     secondary: bool,
@@ -223,6 +232,7 @@ def run_case(
     drain_s: float,
     extra_env: dict[str, str] | None = None,
     batch_limit: str = "total",
+    status_to: Path | None = None,
 ) -> E2eResult:
     with ExitStack() as stack:
         sqs_proc, sqs_url = start_fast_sqs()
@@ -251,6 +261,8 @@ def run_case(
         acked = {str(i): float(t) for i, t in gen["acked"]}
         wait_until(lambda: all(i in watcher.seen for i in acked), drain_s)
         watcher.poll()
+        if status_to is not None:
+            show_status(server, status_to, name)
         cpu = server.cpu_s() - cpu0
         wall = time.monotonic() - t0
         sqs1, rs1 = sqs_calls(sqs_url), dict(primary.calls)
@@ -317,6 +329,13 @@ def main(argv: list[str] | None = None) -> None:
         default="total",
         help="the emulated Data API's 100 KB: for a call's texts together, or each alone",
     )
+    parser.add_argument(
+        "--status-svg",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="print afpipe status at the end of each case and draw the last in PATH",
+    )
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.env)
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -327,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results = [
             run_case(CASES[c][0], CASES[c][1], s3 if CASES[c][2] else None, args.rate,
-                     args.seconds, args.batch, args.drain_s, extra, args.batch_limit)
+                     args.seconds, args.batch, args.drain_s, extra, args.batch_limit,
+                     args.status_svg)
             for c in chosen
         ]  # fmt: skip
         leftovers = s3.leftover_objects() if s3 is not None else 0

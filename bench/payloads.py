@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SEQ_PLACEHOLDER = "__SEQ__"
@@ -22,10 +23,10 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _event_time(rng: random.Random) -> str:
-    return (
-        f"2024-03-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:"
-        f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}"
-    )
+    """Up to two minutes before now, as AppsFlyer pushes events soon after they happen
+    (so the freshness metrics read as in production), in its fixed-width UTC format."""
+    moment = datetime.now(UTC) - timedelta(seconds=rng.uniform(0, 120))
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def make_payload(rng: random.Random, seq: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client import REGISTRY
 
 from afpipe import metrics
 from afpipe.http.inflight import RequestsInFlight
@@ -61,3 +62,23 @@ async def test_unknown_paths_share_one_label_and_in_flight_returns_to_zero() -> 
     assert observer.in_flight.requests == 0
     with trio.fail_after(1):
         await observer.in_flight.wait_idle()
+
+
+async def test_each_answer_is_timed_from_request_to_the_end_of_the_app() -> None:
+    """The webhook's histogram is its ack latency: the app answers only once the
+    event is durable, so the time until the app returns is what the sender waits."""
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await trio.sleep(0.2)
+        await app(scope, receive, send)
+
+    def sample(suffix: str, **labels: str) -> float:
+        name = f"afpipe_http_request_seconds_{suffix}"
+        value = REGISTRY.get_sample_value(name, {"route": "/ready", **labels})
+        return value or 0.0
+
+    before = [sample("count"), sample("sum"), sample("bucket", le="0.15")]
+    await call(HttpObserver(slow, RequestsInFlight(), access_log_ratio=0), "/ready")
+    assert sample("count") == before[0] + 1
+    assert sample("sum") >= before[1] + 0.2
+    assert sample("bucket", le="0.15") == before[2]  # not under 150 ms

@@ -24,6 +24,7 @@ from tests.test_consumer import FAKE, body, consumer, payload
 
 FAMILIES = {
     "afpipe_http_requests": "counter",
+    "afpipe_http_request_seconds": "histogram",
     "afpipe_events_accepted": "counter",
     "afpipe_events_rejected": "counter",
     "afpipe_queue_operations": "counter",
@@ -92,6 +93,8 @@ async def test_every_family_is_exposed_and_counts_move(tmp_path: Path) -> None:
     assert after[("afpipe_queue_operations_total", (("operation", "send"), ("queue", "main")))] >= 1
     route = (("route", "/webhook/appsflyer"), ("status", "200"))
     assert after[("afpipe_http_requests_total", route)] == 1
+    webhook = (("route", "/webhook/appsflyer"),)
+    assert after[("afpipe_http_request_seconds_count", webhook)] == 2  # the 400 too
 
 
 async def test_every_queue_metric_labels_the_queue_alike(

@@ -51,6 +51,7 @@ class HttpObserver:
         path = scope.get("path", "")
         route = path if path in ROUTES else "other"  # bounded label values
         metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(elapsed_s)
         ratio = self.access_log_ratio
         if ratio >= 1 or (ratio > 0 and random.random() < ratio):
             access_logger.info(

@@ -102,18 +102,26 @@ class Secondary:
 
 class TableCreatingWarehouse:
     """A warehouse that creates its table at its first load, not at start, so a
-    warehouse that is down at start-up does not stop the daemon from starting."""
+    warehouse that is down at start-up does not stop the daemon from starting.
+
+    One writer creates it while the others wait: on Redshift a CREATE TABLE that
+    commits while another writer merges fails that merge (error 1023), and the
+    secondary, which does not retry, would be taken down for its cool-down."""
 
     def __init__(self, warehouse: Warehouse, *, drains_backlog: bool = False) -> None:
         self.warehouse = warehouse
         self.name = warehouse.name
         self.drains_backlog = drains_backlog  # loads come from the secondary retry queue
         self._ready = False
+        self._creating = trio.Lock()
 
     async def ensure_table(self) -> None:
-        if not self._ready:
-            await self.warehouse.ensure_table()
-            self._ready = True
+        if self._ready:
+            return
+        async with self._creating:
+            if not self._ready:
+                await self.warehouse.ensure_table()
+                self._ready = True
 
     async def load(self, events: Sequence[Event]) -> LoadResult:
         await self.ensure_table()
