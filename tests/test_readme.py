@@ -1,13 +1,17 @@
-"""The README stays true: its test command is what CI runs, and it lists every setting."""
+"""The README stays true: its test command is what CI runs, and it lists every setting
+and every alert."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import yaml
+
 from afpipe import config
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
@@ -71,3 +75,29 @@ def test_readme_layout_lists_every_module_once_with_a_line_each() -> None:
     package = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "afpipe").rglob("*.py"))
     assert sorted(layout) == package
     assert all(layout.values()), [m for m, d in layout.items() if not d]
+
+
+def readme_alerts(text: str) -> dict[str, str]:
+    """Alert -> severity, from the README's table under "Watching afpipe"."""
+    rows = re.findall(r"^\| `(Afpipe\w+)` \| (\w+) \|", text, re.MULTILINE)
+    return dict(rows)
+
+
+def rules_alerts() -> dict[str, str]:
+    rules = yaml.safe_load((ROOT / "monitoring/prometheus/afpipe.rules.yml").read_text())
+    return {
+        rule["alert"]: rule["labels"]["severity"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def test_readme_lists_every_alert_with_its_severity() -> None:
+    alerts = rules_alerts()
+    assert len(alerts) >= 10
+    assert readme_alerts(README.read_text()) == alerts
+    drifted = README.read_text().replace(
+        "| `AfpipeLagHigh` | warning |", "| `AfpipeLagHigh` | info |"
+    )
+    assert readme_alerts(drifted) != alerts
