@@ -34,10 +34,16 @@ async def test_the_embedded_queue_counts_what_it_holds(tmp_path: Path) -> None:
     assert size.oldest_age_s is not None and 0 <= size.oldest_age_s <= after - before
 
 
-async def test_an_empty_embedded_queue_has_no_oldest_message(tmp_path: Path) -> None:
+async def test_an_empty_embedded_queue_has_an_oldest_message_of_no_age(tmp_path: Path) -> None:
+    """0, as CloudWatch says of an empty SQS queue: the sampled gauge must fall back
+    once the queue drains, not keep the last age it saw (it did: None skipped it)."""
     queue = EmbeddedQueue(tmp_path / "queue.db")
     try:
-        assert await queue.size() == QueueSize(visible=0, in_flight=0, dead_letters=0)
+        await queue.send_batch(["a"])
+        [held] = await queue.receive(max_messages=1, wait_s=0, visibility_s=30)
+        await queue.delete([held.receipt_handle])
+        empty = QueueSize(visible=0, in_flight=0, dead_letters=0, oldest_age_s=0.0)
+        assert await queue.size() == empty
     finally:
         await queue.aclose()
 

@@ -174,7 +174,9 @@ class EmbeddedQueue:
                 (now,),
             ).fetchone()
         )
-        oldest_age_s = None if row[2] is None else max(0.0, now - float(row[2]))
+        # An empty queue's oldest message is 0 s old, as CloudWatch reports it for SQS:
+        # the gauge falls back to 0 once the queue drains, not stuck at its last age.
+        oldest_age_s = 0.0 if row[2] is None else max(0.0, now - float(row[2]))
         return QueueSize(
             visible=int(row[0]),
             in_flight=int(row[1]),
