@@ -133,3 +133,32 @@ async def test_the_secondary_settles_as_loaded_handed_off_or_dropped(
     assert settled(retry.name, "secondary", "loaded") == 5
     assert settled(alone.name, "secondary", "dropped") == 5
     assert settled(alone.name, "primary", "loaded") == 5
+
+
+async def test_every_count_a_consumer_can_move_is_exported_at_zero_from_its_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A labelled counter used to appear at its first increment only: after a restart
+    that brought it back to the value it had before, increase() saw no change."""
+    queue = fresh_queue()
+    sink = Secondary(FakeWarehouse(name="secondary"), FakeQueue(), timeout_s=5,
+                     body_limit_bytes=256 * 1024)  # fmt: skip
+    stop = trio.Event()
+    with trio.fail_after(VIRTUAL_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                serve_consumer, queue, FakeWarehouse(), FAKE, stop, Health(30), sink
+            )
+            stop.set()
+    for target, outcome in [
+        ("primary", "loaded"),
+        ("primary", "dead_lettered"),
+        ("secondary", "loaded"),
+        ("secondary", "dead_lettered"),
+        ("secondary", "handed_off"),
+    ]:
+        labels = {"queue": queue.name, "target": target, "outcome": outcome}
+        assert REGISTRY.get_sample_value("afpipe_events_settled_total", labels) == 0
+    again = {"queue": queue.name}
+    assert REGISTRY.get_sample_value("afpipe_messages_received_again_total", again) == 0
+    assert REGISTRY.get_sample_value("afpipe_dead_lettered_total", {"kind": "event"}) is not None

@@ -487,10 +487,12 @@ async def first_process(daemon: Daemon, data_dir: Path, prometheus: httpx.AsyncC
                 and metric(text, "afpipe_events_held", queue="main") >= 1
             ),
         )
-    # Two scrapes of the last counter to appear: the earlier ones have the samples a
-    # rate needs when the process is gone.
+    # Two scrapes since the last counter to move moved: the earlier ones have the
+    # samples a rate needs when the process is gone. (Every counter is exported at 0
+    # from the start, so "the series exists" says nothing about what it counted.)
+    failures = 'afpipe_load_failures_total{target="primary"}'
     await until_answered(
-        prometheus, 'count_over_time(afpipe_load_failures_total{target="primary"}[1m]) >= 2'
+        prometheus, f"count_over_time({failures}[3s]) >= 2 and min_over_time({failures}[3s]) >= 1"
     )
     daemon.signal(signal.SIGKILL)
     await daemon.wait()

@@ -32,6 +32,23 @@ class Ledger:
         self.queue = queue
         self.targets = tuple(targets)
 
+    def open(self, secondary: str | None = None, *, retry_queue: bool = False) -> None:
+        """Export every count this consumer can move, at 0, from its start. A labelled
+        counter otherwise appears only at its first increment, and after a restart
+        Prometheus's increase() cannot tell "came back at 1" from "stayed at 1"."""
+        for target in self.targets:
+            for outcome in ("loaded", "dead_lettered"):
+                metrics.EVENTS_SETTLED.labels(self.queue, target, outcome)
+            metrics.LOAD_FAILURES.labels(target)
+        if secondary is not None:
+            missed = "handed_off" if retry_queue else "dropped"
+            metrics.EVENTS_SETTLED.labels(self.queue, secondary, missed)
+        metrics.RECEIVED_AGAIN.labels(self.queue)
+        for kind in ("event", "message"):
+            metrics.DEAD_LETTERED.labels(kind)
+        for cause in ("load", "delete", "receive"):
+            metrics.RETRIES.labels(cause)
+
     def settle(self, target: str, events: Sequence[Event], outcome: Outcome) -> None:
         if events:
             metrics.EVENTS_SETTLED.labels(self.queue, target, outcome).inc(len(events))

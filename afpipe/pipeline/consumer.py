@@ -39,7 +39,12 @@ async def serve_consumer(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     targets = [warehouse.name] + ([secondary.name] if secondary is not None else [])
-    inflight = InFlight(Ledger(queue.name, targets))
+    ledger = Ledger(queue.name, targets)
+    if secondary is None:
+        ledger.open()
+    else:
+        ledger.open(secondary.name, retry_queue=secondary.retry_queue is not None)
+    inflight = InFlight(ledger)
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
     metrics.MESSAGES_IN_FLIGHT.labels(queue.name).set_function(lambda: len(inflight))
     metrics.EVENTS_HELD.labels(queue.name).set_function(inflight.events_held)
