@@ -46,11 +46,13 @@ async def serve_consumer(
         ledger.open(secondary.name, retry_queue=secondary.retry_queue is not None)
     inflight = InFlight(ledger)
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
-    metrics.MESSAGES_IN_FLIGHT.labels(queue.name).set_function(lambda: len(inflight))
-    metrics.EVENTS_HELD.labels(queue.name).set_function(inflight.events_held)
-    metrics.LAG_SECONDS.labels(queue.name).set_function(inflight.lag_s)
-    metrics.CHANNEL_OCCUPANCY.labels(queue.name).set_function(
-        lambda: send.statistics().current_buffer_used
+    observe = metrics.OBSERVED.observe
+    observe(metrics.MESSAGES_IN_FLIGHT.labels(queue.name), lambda: len(inflight))
+    observe(metrics.EVENTS_HELD.labels(queue.name), inflight.events_held)
+    observe(metrics.LAG_SECONDS.labels(queue.name), inflight.lag_s)
+    observe(
+        metrics.CHANNEL_OCCUPANCY.labels(queue.name),
+        lambda: send.statistics().current_buffer_used,
     )
     async with _releasing(queue, inflight), trio.open_nursery() as outer:
         outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
