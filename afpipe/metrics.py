@@ -3,6 +3,15 @@
 Only the metrics themselves: the wrappers that count queue and warehouse calls at
 the seams live in ``afpipe.instrumented``, so the backends may count here (e.g.
 ``STAGED_LOADS``) without this module depending on them.
+
+Each gauge's ``multiprocess_mode`` says how an ``AFPIPE_WORKERS`` group combines
+its workers' values (``afpipe.group_metrics``; ignored by a process alone): what a
+worker holds is summed over the living workers (``livesum``); the lag is the
+worst living worker's (``livemax``); a moment (a load, the newest event) is the
+latest any worker saw (``max``); a sampled queue size is the most recent sample
+of the living workers (``livemostrecent``): every worker samples the same queue,
+so a sum would count it N times and a max would keep a drained backlog until
+every worker sampled again.
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from afpipe import group_metrics
+from afpipe.observed import Observed
+
 HTTP_REQUESTS = Counter("afpipe_http_requests", "HTTP requests answered", ["route", "status"])
 HTTP_SECONDS = Histogram(
     "afpipe_http_request_seconds",
@@ -27,11 +39,18 @@ EVENTS_ACCEPTED = Counter("afpipe_events_accepted", "Events acknowledged to the 
 EVENTS_REJECTED = Counter("afpipe_events_rejected", "Webhook requests not accepted", ["reason"])
 QUEUE_OPERATIONS = Counter("afpipe_queue_operations", "Queue calls", ["queue", "operation"])
 QUEUE_ERRORS = Counter("afpipe_queue_errors", "Failed queue calls", ["queue", "operation"])
-MESSAGES_IN_FLIGHT = Gauge("afpipe_messages_in_flight", "Queue messages held", ["queue"])
-CHANNEL_OCCUPANCY = Gauge(
-    "afpipe_channel_messages", "Messages between pollers and writers", ["queue"]
+MESSAGES_IN_FLIGHT = Gauge(
+    "afpipe_messages_in_flight", "Queue messages held", ["queue"], multiprocess_mode="livesum"
 )
-PRODUCER_PENDING = Gauge("afpipe_producer_pending_events", "Events waiting for the queue")
+CHANNEL_OCCUPANCY = Gauge(
+    "afpipe_channel_messages",
+    "Messages between pollers and writers",
+    ["queue"],
+    multiprocess_mode="livesum",
+)
+PRODUCER_PENDING = Gauge(
+    "afpipe_producer_pending_events", "Events waiting for the queue", multiprocess_mode="livesum"
+)
 BATCHES = Counter("afpipe_batches_loaded", "Batches committed", ["target"])
 ROWS = Counter("afpipe_rows_loaded", "Rows newly inserted", ["target"])
 STAGED_LOADS = Counter(
@@ -53,25 +72,33 @@ SECONDARY_DROPPED = Counter(
     "afpipe_secondary_dropped_events", "Events the secondary missed with no retry queue"
 )
 SECONDARY_BACKLOG = Gauge(
-    "afpipe_secondary_backlog_events", "Events handed off and not yet loaded by this process"
+    "afpipe_secondary_backlog_events",
+    "Events handed off and not yet loaded by this process",
+    multiprocess_mode="livesum",
 )
 QUEUE_MESSAGES = Gauge(
     "afpipe_queue_messages",
     "Messages a queue holds, sampled (state: visible, in_flight, dead_letters)",
     ["queue", "state"],
+    multiprocess_mode="livemostrecent",
 )
 QUEUE_OLDEST_AGE = Gauge(
     "afpipe_queue_oldest_message_age_seconds",
     "Age of a queue's oldest message, sampled (the embedded queue only: SQS tells CloudWatch)",
     ["queue"],
+    multiprocess_mode="livemostrecent",
 )
 LAST_LOAD = Gauge(
-    "afpipe_last_load_timestamp_seconds", "When a load last committed (Unix time)", ["target"]
+    "afpipe_last_load_timestamp_seconds",
+    "When a load last committed (Unix time)",
+    ["target"],
+    multiprocess_mode="max",
 )
 NEWEST_LOADED_EVENT = Gauge(
     "afpipe_newest_loaded_event_timestamp_seconds",
     "The newest event_time among the events this process committed (Unix time)",
     ["target"],
+    multiprocess_mode="max",
 )
 AWS_REQUESTS = Counter(
     "afpipe_aws_requests",
@@ -85,7 +112,10 @@ EVENTS_SETTLED = Counter(
     ["queue", "target", "outcome"],
 )
 EVENTS_HELD = Gauge(
-    "afpipe_events_held", "Events in messages received and not yet settled", ["queue"]
+    "afpipe_events_held",
+    "Events in messages received and not yet settled",
+    ["queue"],
+    multiprocess_mode="livesum",
 )
 RECEIVED_AGAIN = Counter(
     "afpipe_messages_received_again",
@@ -93,11 +123,22 @@ RECEIVED_AGAIN = Counter(
     ["queue"],
 )
 LAG_SECONDS = Gauge(
-    "afpipe_lag_seconds", "Age of the oldest message received and not yet loaded", ["queue"]
+    "afpipe_lag_seconds",
+    "Age of the oldest message received and not yet loaded",
+    ["queue"],
+    multiprocess_mode="livemax",
 )
+
+# In a worker group, the gauges read from functions are written, not read at scrape.
+GROUP = group_metrics.in_group()
+OBSERVED = Observed(written=GROUP)
 
 
 def exposition() -> tuple[bytes, str]:
+    """This process's metrics, or in a worker group the whole group's."""
+    if GROUP:
+        OBSERVED.refresh()  # this worker's values as of now; the others' within 1 s
+        return group_metrics.exposition(), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
 

@@ -71,6 +71,8 @@ async def run(
         trio.open_nursery() as edge,
     ):
         edge.start_soon(_watch_signals, drain, edge.cancel_scope, exit_)
+        if metrics.GROUP:  # a worker: its gauges read from functions are written
+            edge.start_soon(metrics.OBSERVED.refresh_every)
         with trio.CancelScope() as work:
             async with (
                 _consuming(opened, settings, health),
@@ -158,7 +160,7 @@ async def _ingesting(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(producer.run)
-        metrics.PRODUCER_PENDING.set_function(producer.pending)
+        metrics.OBSERVED.observe(metrics.PRODUCER_PENDING, producer.pending)
         binds: list[str] = await nursery.start(http_then_flush)
         try:
             yield binds

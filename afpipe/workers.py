@@ -5,6 +5,9 @@ own root nursery (ingest, producer, consumer), tells systemd READY once every
 child is serving, forwards SIGTERM/SIGINT, and exits with the worst child
 status. A child that dies on its own takes the group down (exit 1), so the
 service manager restarts all of it rather than running short-handed.
+
+The group's metrics live in a private directory made here for its lifetime
+(``afpipe.group_metrics``), so that any child's ``/metrics`` answers for all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 
 import trio
 
+from afpipe import group_metrics
 from afpipe.notify import Notifier
 
 log = logging.getLogger("afpipe.workers")
@@ -47,8 +51,13 @@ async def _spawn(index: int, env: dict[str, str], args: list[str]) -> tuple[trio
 
 
 async def supervise(workers: int, args: list[str]) -> int:
+    with group_metrics.group_environment() as metrics_env:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        return await _supervise(workers, args, {**env, **metrics_env})
+
+
+async def _supervise(workers: int, args: list[str], env: dict[str, str]) -> int:
     notifier = Notifier()
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     children: list[trio.Process] = []
     stopping = False
     async with trio.open_nursery() as nursery:
@@ -60,6 +69,7 @@ async def supervise(workers: int, args: list[str]) -> int:
 
         async def watch(child: trio.Process) -> None:
             code = await child.wait()
+            group_metrics.worker_exited(env, child.pid)
             if not stopping:
                 log.error("worker exited unexpectedly", extra={"pid": child.pid, "code": code})
                 _signal_all(children, signal.SIGTERM)

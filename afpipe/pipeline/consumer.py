@@ -46,12 +46,7 @@ async def serve_consumer(
         ledger.open(secondary.name, retry_queue=secondary.retry_queue is not None)
     inflight = InFlight(ledger)
     send, receive = trio.open_memory_channel[Held](config.channel_messages)
-    metrics.MESSAGES_IN_FLIGHT.labels(queue.name).set_function(lambda: len(inflight))
-    metrics.EVENTS_HELD.labels(queue.name).set_function(inflight.events_held)
-    metrics.LAG_SECONDS.labels(queue.name).set_function(inflight.lag_s)
-    metrics.CHANNEL_OCCUPANCY.labels(queue.name).set_function(
-        lambda: send.statistics().current_buffer_used
-    )
+    _observe(queue.name, inflight, send)
     async with _releasing(queue, inflight), trio.open_nursery() as outer:
         outer.start_soon(heartbeat, queue, inflight, config.visibility_s)
         async with trio.open_nursery() as work:
@@ -79,6 +74,15 @@ async def serve_consumer(
                 log.info("consumer draining", extra={"held": len(inflight)})
                 await final_sweep(queue, config, inflight, send)
         outer.cancel_scope.cancel()
+
+
+def _observe(queue: str, inflight: InFlight, send: trio.MemorySendChannel[Held]) -> None:
+    """The gauges of what this consumer holds, read from it (``afpipe.observed``)."""
+    observe = metrics.OBSERVED.observe
+    observe(metrics.MESSAGES_IN_FLIGHT.labels(queue), lambda: len(inflight))
+    observe(metrics.EVENTS_HELD.labels(queue), inflight.events_held)
+    observe(metrics.LAG_SECONDS.labels(queue), inflight.lag_s)
+    observe(metrics.CHANNEL_OCCUPANCY.labels(queue), lambda: send.statistics().current_buffer_used)
 
 
 @asynccontextmanager
