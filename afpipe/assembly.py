@@ -136,6 +136,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         allowed_networks=parts.allowed_networks,
         trusted_proxies=parts.trusted_proxies,
         cors_origins=parts.cors_origins,
+        metrics_route=not settings.metrics_port,
         max_inflight_requests=settings.max_inflight_requests,
         max_body_buffer_bytes=settings.max_body_buffer_bytes,
     )

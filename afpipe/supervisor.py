@@ -30,6 +30,7 @@ from afpipe.config import Settings, redacted
 from afpipe.config.sections import sections
 from afpipe.health import Health
 from afpipe.http.app import create_app
+from afpipe.http.operations import OperationsApp
 from afpipe.http.server import hypercorn_config, serve_ingest
 from afpipe.notify import Notifier
 from afpipe.pipeline.config import RELEASE_TIMEOUT_S
@@ -75,11 +76,12 @@ async def run(
             edge.start_soon(metrics.OBSERVED.refresh_every)
         with trio.CancelScope() as work:
             async with (
+                _operating(settings, health, reuse_port) as operations,
                 _consuming(opened, settings, health),
                 _ingesting(opened.queue, settings, health, ingest, reuse_port) as binds,
             ):
                 health.serving = True
-                _log_serving(settings, binds, ingest=ingest, consume=consume)
+                _log_serving(settings, binds, operations, ingest=ingest, consume=consume)
                 task_status.started(binds)
                 await _tell_ready(notifier, ready_fd, edge)
                 edge.start_soon(sample_queues, opened.queues())
@@ -129,6 +131,34 @@ async def _consuming(opened: Backends, settings: Settings, health: Health) -> As
 
 
 @asynccontextmanager
+async def _operating(
+    settings: Settings, health: Health, reuse_port: bool
+) -> AsyncIterator[list[str]]:
+    """AFPIPE_METRICS_PORT's listener (/metrics, /health, /ready; its binds) while the
+    body runs, so a consumer-only process is scraped too; it stops last."""
+    if not settings.metrics_port:
+        yield []
+        return
+    stop = trio.Event()
+    app = OperationsApp(health, consumer_enabled=settings.enable_sqs_consumer)
+    config = hypercorn_config(
+        settings.host,
+        settings.metrics_port,
+        RELEASE_TIMEOUT_S,
+        keep_alive_timeout_s=settings.keep_alive_timeout_s,
+        reuse_port=reuse_port,
+    )
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            serve_ingest, app, config, stop, settings.access_log_ratio
+        )
+        try:
+            yield binds
+        finally:
+            stop.set()
+
+
+@asynccontextmanager
 async def _ingesting(
     queue: Queue, settings: Settings, health: Health, enabled: bool, reuse_port: bool
 ) -> AsyncIterator[list[str]]:
@@ -168,11 +198,14 @@ async def _ingesting(
             stop.set()
 
 
-def _log_serving(settings: Settings, binds: list[str], *, ingest: bool, consume: bool) -> None:
+def _log_serving(
+    settings: Settings, binds: list[str], operations: list[str], *, ingest: bool, consume: bool
+) -> None:
     log.info(
         "afpipe serving",
         extra={
             "binds": binds,
+            "metrics_binds": operations,
             "roles": {"ingest": ingest, "consumer": consume},
             "backends": sections(settings).describe(),
             "settings": redacted(settings),

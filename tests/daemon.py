@@ -25,6 +25,7 @@ class Daemon:
         self.logs: list[dict[str, Any]] = []
         self.raw_output: list[str] = []
         self.url = ""
+        self.metrics_url = ""  # AFPIPE_METRICS_PORT's listener, when it has one
         self._serving = trio.Event()
 
     async def _read_output(self) -> None:
@@ -48,6 +49,8 @@ class Daemon:
             binds = entry.get("binds") or []
             if binds:
                 self.url = binds[0].replace("0.0.0.0", "127.0.0.1")
+            if metrics_binds := entry.get("metrics_binds") or []:
+                self.metrics_url = metrics_binds[0].replace("0.0.0.0", "127.0.0.1")
             self._serving.set()
 
     def signal(self, signum: int) -> None:

@@ -32,6 +32,8 @@ NO_DOTENV = Path("/nonexistent/.env")
         ({"HOST": "::", "PORT": "8080"}, "http://127.0.0.1:8080/metrics"),
         ({"HOST": "10.1.2.3"}, "http://10.1.2.3:3000/metrics"),
         ({"HOST": "::1"}, "http://[::1]:3000/metrics"),
+        ({"AFPIPE_METRICS_PORT": "9300"}, "http://127.0.0.1:9300/metrics"),
+        ({"PORT": "0", "AFPIPE_METRICS_PORT": "9300"}, "http://127.0.0.1:9300/metrics"),
     ],
 )
 def test_the_default_url_is_the_local_instance(environ: dict[str, str], url: str) -> None:

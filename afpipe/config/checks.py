@@ -37,6 +37,8 @@ def check(settings: Settings) -> None:
 def _check_http(settings: Settings) -> None:
     if not settings.webhook_token_header.strip():
         raise SettingProblem(None, "AFPIPE_WEBHOOK_TOKEN_HEADER must not be empty")
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise SettingProblem("AFPIPE_METRICS_PORT", f"must differ from PORT ({settings.port})")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise SettingProblem(None, "AFPIPE_TLS_CERT_FILE and AFPIPE_TLS_KEY_FILE go together")
     for name, path in (

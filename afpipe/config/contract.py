@@ -160,9 +160,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         32 * 1024 * 1024,
         "bytes of events waiting for the queue (256 B counted per event) before ingest sheds",
     )
-    producer_senders: Positive = setting(
-        "AFPIPE_PRODUCER_SENDERS", 4, "concurrent SendMessageBatch calls"
-    )
+    producer_senders: Positive = setting("AFPIPE_PRODUCER_SENDERS", 4, "concurrent queue sends")
     # One event per request (AppsFlyer's shape) rarely finds company in a send in
     # flight: waiting a little for more makes ~10x fewer SendMessageBatch at 200 ev/s.
     producer_linger_ms: Annotated[int, Meta(ge=0, le=1000)] = setting(
@@ -254,6 +252,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "",
         "origins (scheme://host[:port], comma-separated, or *) whose browsers may call"
         " the API, not the webhook (empty = off)",
+    )
+    metrics_port: Port = setting(
+        "AFPIPE_METRICS_PORT", 0, "own port for /metrics, /health, /ready, off PORT (0 = none)"
     )
     access_log_ratio: Annotated[float, Meta(ge=0, le=1)] = setting(
         "AFPIPE_ACCESS_LOG", 1.0, "share of requests written to the access log (0 = off, 1 = all)"

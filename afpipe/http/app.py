@@ -79,10 +79,12 @@ def _quart_app(health: Health, config: IngestConfig) -> QuartTrio:
         ready, reason = health.ready()
         return _response(json_answer(200 if ready else 503, {"ready": ready, "status": reason}))
 
-    @app.route(METRICS, methods=ROUTES[METRICS])
-    async def metrics_route() -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, status=200, content_type=content_type)
+    if config.metrics_route:  # else on AFPIPE_METRICS_PORT (afpipe.http.operations)
+
+        @app.route(METRICS, methods=ROUTES[METRICS])
+        async def metrics_route() -> Response:
+            body, content_type = metrics.exposition()
+            return Response(body, status=200, content_type=content_type)
 
     @app.route(HELLO, methods=ROUTES[HELLO])
     async def hello() -> Response:

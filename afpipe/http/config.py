@@ -17,6 +17,7 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True):
     allowed_networks: tuple[Network, ...] = ()  # parsed once (config.sections)
     trusted_proxies: tuple[Network, ...] = ()
     cors_origins: tuple[str, ...] = ()  # for the API's routes; never the webhook's
+    metrics_route: bool = True  # False: /metrics is on AFPIPE_METRICS_PORT instead
     max_inflight_requests: int = 128
     max_body_buffer_bytes: int = 16 * 1024 * 1024
     body_timeout_s: float = 30.0

@@ -14,6 +14,7 @@ from hypercorn.trio import serve
 
 from afpipe.http.app import IngestApp
 from afpipe.http.observer import HttpObserver
+from afpipe.http.operations import OperationsApp
 
 # Longest wait for the next bytes of a request's head (or, idle, of the next request).
 READ_TIMEOUT_S = 30
@@ -69,7 +70,7 @@ def hypercorn_config(
 
 
 async def serve_ingest(
-    app: IngestApp,
+    app: IngestApp | OperationsApp,
     config: HypercornConfig,
     shutdown: trio.Event,
     access_log_ratio: float = 1.0,

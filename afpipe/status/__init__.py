@@ -41,18 +41,20 @@ async def status(settings: Settings, urls: Sequence[str], *, as_json: bool = Fal
 
 
 def default_url(settings: Settings) -> str:
-    """The local instance's /metrics, from PORT, HOST and whether it serves TLS."""
-    if settings.port == 0:
+    """The local instance's /metrics: on AFPIPE_METRICS_PORT (plain HTTP) when set,
+    else on PORT, with TLS when it serves TLS; at HOST."""
+    port = settings.metrics_port or settings.port
+    if port == 0:
         raise ConfigError("PORT=0: the instance's port is not known; pass --url")
     host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-    scheme = "https" if settings.tls_cert_file else "http"
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}/metrics"
+    scheme = "https" if settings.tls_cert_file and not settings.metrics_port else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
 
 def own_certificate(settings: Settings) -> ssl.SSLContext | bool:
     """Trust the local instance's own certificate, whatever its name: the default URL
     is an address (127.0.0.1) the certificate need not name."""
-    if not settings.tls_cert_file:
+    if not settings.tls_cert_file or settings.metrics_port:
         return True
     context = ssl.create_default_context(cafile=settings.tls_cert_file)
     context.check_hostname = False
