@@ -15,7 +15,7 @@ from afpipe.pipeline.consumer import serve_consumer
 from afpipe.pipeline.secondary import Secondary, TableCreatingWarehouse
 from tests.events import from_payload
 from tests.fakes import FakeQueue, FakeWarehouse
-from tests.test_consumer import FAKE, VIRTUAL_TIMEOUT_S, body, consumer, payload, with_
+from tests.test_consumer import FAKE, VIRTUAL_TIMEOUT_S, body, consumer, payload
 
 _names = itertools.count()
 
@@ -60,28 +60,6 @@ async def test_loaded_and_dead_lettered_events_settle_once_their_message_leaves(
     assert settled(queue.name, "primary", "loaded") == 3
     assert settled(queue.name, "primary", "dead_lettered") == 1
     assert held(queue.name) == 0
-
-
-async def test_a_message_kept_on_the_queue_is_not_settled(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Its rejected event found no dead-letter home: it comes back, so nothing of it
-    has left the queue, not even the events that loaded."""
-    bad = payload(2)
-    queue = fresh_queue()
-    queue.keeps_dead_letters = False  # SQS without a DLQ
-    warehouse = FakeWarehouse(reject={from_payload(bad).id: "refused"})
-    mixed = queue.put(body(payload(1), bad))
-    clean = queue.put(body(payload(3)))
-    with trio.fail_after(VIRTUAL_TIMEOUT_S):
-        async with consumer(queue, warehouse, with_(FAKE, visibility_s=10)):
-            await queue.activity.wait_for(lambda: clean in queue.deleted)
-            await queue.activity.wait_for(
-                lambda: [m for m, _ in queue.received_at].count(mixed) >= 2
-            )
-    assert settled(queue.name, "primary", "loaded") == 1  # the clean message's event
-    assert settled(queue.name, "primary", "dead_lettered") == 0
-    assert received_again(queue.name) >= 1
 
 
 async def test_a_message_dead_lettered_whole_settles_its_events_for_every_target(

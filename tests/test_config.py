@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from afpipe import cli, config, logs
+from afpipe import cli, config
 from afpipe.config import environment
 from afpipe.errors import ConfigError
 
 NO_DOTENV = Path("/nonexistent/.env")
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No afpipe setting in the environment, the working directory is ``tmp_path``,
-    and the root logger is restored afterwards (``cli.main`` configures it)."""
-    for name in config.setting_names():
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    libraries = {name: logging.getLogger(name).level for name in logs.THIRD_PARTY_LOGGERS}
-    yield tmp_path
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, library_level in libraries.items():
-        logging.getLogger(name).setLevel(library_level)
 
 
 def test_defaults() -> None:

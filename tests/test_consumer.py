@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from prometheus_client import REGISTRY
 
 from afpipe.codec import decode_body, encode_body, encode_event
 from afpipe.errors import TransientError
@@ -183,6 +184,7 @@ async def test_rejects_with_no_dead_letter_home_leave_the_message_to_the_queue(
 ) -> None:
     bad = payload(2)
     queue = FakeQueue()
+    queue.name = "kept-back"  # its own accounting (the counters are process-wide)
     queue.keeps_dead_letters = False  # SQS without a DLQ
     warehouse = FakeWarehouse(reject={from_payload(bad).id: "refused"})
     mixed = queue.put(body(payload(1), bad))
@@ -197,6 +199,13 @@ async def test_rejects_with_no_dead_letter_home_leave_the_message_to_the_queue(
             )
     assert mixed not in queue.deleted
     assert set(warehouse.rows) == {from_payload(payload(n)).id for n in (1, 3)}
+    # Nothing of it left the queue, not even the event that loaded: not settled.
+    settled = "afpipe_events_settled_total"
+    for outcome, count in (("loaded", 1), ("dead_lettered", 0)):  # clean's event only
+        labels = {"queue": queue.name, "target": "primary", "outcome": outcome}
+        assert REGISTRY.get_sample_value(settled, labels) == count
+    again = REGISTRY.get_sample_value("afpipe_messages_received_again_total", {"queue": queue.name})
+    assert again is not None and again >= 2
 
 
 @pytest.mark.parametrize(

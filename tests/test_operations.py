@@ -40,7 +40,7 @@ async def test_the_listener_answers_its_three_routes_and_nothing_else() -> None:
 
 
 def test_the_metrics_port_must_not_be_the_webhook_s(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PORT", "3000")
     monkeypatch.setenv("AFPIPE_METRICS_PORT", "3000")

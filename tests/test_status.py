@@ -4,7 +4,6 @@ an instance or a queue does not answer or answers something else."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,7 +15,7 @@ import pytest
 import trio
 import trustme
 
-from afpipe import cli, config, logs
+from afpipe import cli, config
 from afpipe.errors import ConfigError
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.status import default_url, status
@@ -45,25 +44,8 @@ def test_port_0_leaves_the_instance_unknown() -> None:
         default_url(config.load({"PORT": "0"}, NO_DOTENV))
 
 
-@pytest.fixture
-def command_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """For ``cli.main``: no afpipe setting set, ``tmp_path`` the working directory, and
-    the root logger restored afterwards (``cli.main`` configures it)."""
-    for name in config.setting_names():
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    libraries = {name: logging.getLogger(name).level for name in logs.THIRD_PARTY_LOGGERS}
-    yield tmp_path
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, library_level in libraries.items():
-        logging.getLogger(name).setLevel(library_level)
-
-
 def test_the_command_without_a_port_to_ask_exits_2(
-    command_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PORT", "0")
     assert cli.main(["status"]) == 2
@@ -71,7 +53,7 @@ def test_the_command_without_a_port_to_ask_exits_2(
 
 
 def test_the_command_logs_to_stderr_so_its_json_stays_json(
-    command_env: Path,
+    clean_env: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     refused_url: str,
@@ -83,7 +65,7 @@ def test_the_command_logs_to_stderr_so_its_json_stays_json(
     assert json.loads(out)["errors"][0].startswith(f"{refused_url}: cannot reach it")
     assert '"logger":"httpcore' in err
     assert "no embedded queue at" in err  # none in the working directory: not made there
-    assert not (command_env / "afpipe-data").exists()
+    assert not (clean_env / "afpipe-data").exists()
 
 
 @pytest.mark.parametrize(
