@@ -145,6 +145,19 @@ def test_the_secondary_balances_with_what_it_handed_off_or_dropped() -> None:
     assert "6 loaded, 3 handed off, 1 dropped, 0 dead-lettered: balanced" in render(report)
 
 
+def test_the_retry_queue_shows_what_was_settled_from_it() -> None:
+    """The other side of the hand-offs: what the secondary took from its retry queue."""
+    text = exposition(
+        accepted=3, settled={("primary", "loaded"): 3, ("secondary", "handed_off"): 3}
+    )
+    retry = 'outcome="loaded",queue="secondary_retry",target="secondary"'
+    text += f"afpipe_events_settled_total{{{retry}}} 2.0\n"
+    queues = {"main": EMPTY, "secondary_retry": QueueSize(visible=1, in_flight=0)}
+    report = build([parse("http://a/metrics", text)], queues, ["primary", "secondary"], NOW)
+    assert report.completeness.retry_settled == 2
+    assert "1 visible, 0 in flight (messages); 2 events settled" in render(report)
+
+
 def test_cost_is_per_service_and_operation_and_per_million_accepted_events() -> None:
     aws = {
         ("sqs", "ReceiveMessage"): 30,
@@ -198,7 +211,15 @@ def test_json_has_the_same_numbers_under_stable_keys() -> None:
         "lag_s": 2.5,
     }
     completeness = document["completeness"]
-    assert list(completeness) == ["accepted", "held", "received_again", "queues", "targets"]
+    assert list(completeness) == [
+        "accepted",
+        "held",
+        "received_again",
+        "retry_settled",
+        "queues",
+        "targets",
+    ]
+    assert completeness["retry_settled"] is None  # no retry queue
     assert completeness["queues"]["main"] == {
         "visible": 0,
         "in_flight": 0,

@@ -69,6 +69,7 @@ class Completeness(msgspec.Struct):
     accepted: int | None
     held: int | None  # events in messages received and not yet settled
     received_again: int | None  # redelivered messages
+    retry_settled: int | None  # events settled from the secondary's retry queue
     queues: dict[str, QueueState]
     targets: dict[str, Balance]
 
@@ -198,9 +199,18 @@ def _completeness(
         accepted=accepted,
         held=held,
         received_again=again if counted else None,
+        retry_settled=_retry_settled(numbers, states) if counted else None,
         queues=dict(states),
         targets={t: _balance(numbers, t, accepted, held, queued, why) for t in targets},
     )
+
+
+def _retry_settled(numbers: Numbers, states: Mapping[str, QueueState]) -> int | None:
+    """What the secondary loaded (or dead-lettered) from its retry queue: the other
+    side of what was handed off to it; None without a retry queue."""
+    if "secondary_retry" not in states:
+        return None
+    return numbers.total("afpipe_events_settled_total", queue="secondary_retry")
 
 
 _ACCOUNTING = frozenset(

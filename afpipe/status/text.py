@@ -111,7 +111,9 @@ def _queues(done: Completeness) -> list[str]:
             lines += _row("dead letters", where or "none: AFPIPE_DLQ_URL is unset")
     retry = done.queues.get("secondary_retry")
     if retry is not None:
-        lines += _row("retry queue", _queue_text(retry.visible, retry.in_flight, retry.error))
+        settled = "" if done.retry_settled is None else f"; {done.retry_settled:,} events settled"
+        text = _queue_text(retry.visible, retry.in_flight, retry.error)
+        lines += _row("retry queue", text + (settled if not retry.error else ""))
     return lines
 
 
