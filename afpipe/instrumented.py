@@ -20,9 +20,22 @@ class InstrumentedQueue:
     ``name`` is the label every queue metric carries ("main", "secondary_retry"),
     not the queue's URL: one queue, one label, whichever metric."""
 
+    OPERATIONS = (
+        "send",
+        "receive",
+        "delete",
+        "change_visibility",
+        "dead_letter",
+        "redrive",
+        "size",
+    )
+
     def __init__(self, queue: Queue, label: str) -> None:
         self.queue = queue
         self.name = self.label = label
+        for operation in self.OPERATIONS:  # exported at 0 from the start, for rates
+            metrics.QUEUE_OPERATIONS.labels(label, operation)
+            metrics.QUEUE_ERRORS.labels(label, operation)
 
     @contextmanager
     def _counted(self, operation: str) -> Iterator[None]:

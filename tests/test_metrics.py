@@ -72,6 +72,18 @@ async def test_every_family_is_exposed_and_counts_move(tmp_path: Path) -> None:
             before = (await client.get("/metrics")).text
             families = {f.name: f.type for f in text_string_to_metric_families(before)}
             assert {n: families.get(n) for n in FAMILIES} == FAMILIES
+            # Counts a rate must see rise from 0 exist at 0 before anything happened.
+            at_start = samples(before)
+            for name, labels in [
+                (
+                    "afpipe_http_requests_total",
+                    (("route", "/webhook/appsflyer"), ("status", "503")),
+                ),
+                ("afpipe_events_rejected_total", (("reason", "queue_unavailable"),)),
+                ("afpipe_queue_errors_total", (("operation", "send"), ("queue", "main"))),
+                ("afpipe_dead_lettered_total", (("kind", "event"),)),
+            ]:
+                assert at_start[(name, labels)] == 0, name
             ok = await client.post("/webhook/appsflyer", json=[purchase(1), purchase(2)])
             bad = await client.post("/webhook/appsflyer", content=b"{nope")
             assert (ok.status_code, bad.status_code) == (200, 400)

@@ -60,6 +60,27 @@ _METHODS = ROUTES[WEBHOOK]
 _ALLOW = (b"allow", allow(WEBHOOK).encode("ascii"))
 
 
+# What the webhook answers and why it refuses: every count exported at 0 from the
+# start, or a rate would miss the first refusal after a (re)start (the series would
+# appear at 1, with nothing before it to rise from).
+ANSWERS = (200, 400, 401, 403, 405, 408, 413, 500, 503)
+REASONS = (
+    "bad_request",
+    "forbidden",
+    "overloaded",
+    "queue_unavailable",
+    "too_large",
+    "unauthorized",
+)
+
+
+def _export_counts() -> None:
+    for status in ANSWERS:
+        metrics.HTTP_REQUESTS.labels(WEBHOOK, str(status))
+    for reason in REASONS:
+        metrics.EVENTS_REJECTED.labels(reason)
+
+
 class Webhook:
     """``POST|GET /webhook/appsflyer`` as an ASGI app (``scope["type"] == "http"``)."""
 
@@ -71,6 +92,7 @@ class Webhook:
         self.in_flight = in_flight
         self.bodies = BodyBudget(config.max_body_buffer_bytes)
         self._token_header = config.token_header.lower().encode("latin-1")
+        _export_counts()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         body = BodyProgress(scope)
