@@ -12,6 +12,7 @@ from afpipe.config.sections import QueueSection, Sections, StagingSection, Wareh
 from afpipe.queue.base import Queue
 from afpipe.queue.embedded import EmbeddedQueue
 from afpipe.queue.sqs import SqsQueue
+from afpipe.queue.sqs_age import CloudWatchAge
 from afpipe.warehouse.base import Warehouse
 from afpipe.warehouse.embedded import EmbeddedWarehouse
 from afpipe.warehouse.redshift import RedshiftWarehouse, Stager
@@ -48,9 +49,11 @@ async def open_aws(sections: Sections) -> AsyncIterator[AwsClient | None]:
 
 def sqs_queue(section: QueueSection, aws: AwsClient | None, url: str) -> SqsQueue:
     """The SQS queue at ``url`` (the main one, the secondary's retry queue); dead
-    letters of the main one go to its DLQ."""
+    letters of the main one go to its DLQ; its age from CloudWatch if configured."""
     dlq_url = section.dlq_url if url == section.url else ""
-    return SqsQueue(_aws(aws), section.sqs, url, dlq_url=dlq_url or None)
+    client = _aws(aws)
+    age = None if section.cloudwatch is None else CloudWatchAge(client, section.cloudwatch, url)
+    return SqsQueue(client, section.sqs, url, dlq_url=dlq_url or None, age=age)
 
 
 @asynccontextmanager

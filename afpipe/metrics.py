@@ -84,7 +84,7 @@ QUEUE_MESSAGES = Gauge(
 )
 QUEUE_OLDEST_AGE = Gauge(
     "afpipe_queue_oldest_message_age_seconds",
-    "Age of a queue's oldest message, sampled (the embedded queue only: SQS tells CloudWatch)",
+    "Age of a queue's oldest message, sampled (SQS: from CloudWatch, if enabled)",
     ["queue"],
     multiprocess_mode="livemostrecent",
 )

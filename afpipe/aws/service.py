@@ -33,11 +33,14 @@ class AwsService(msgspec.Struct, frozen=True):
         return self.endpoint_url + "/"
 
 
-def resolve_endpoint(service_id: str, region: str, env: Mapping[str, str]) -> str:
+def resolve_endpoint(
+    service_id: str, region: str, env: Mapping[str, str], *, prefix: str = ""
+) -> str:
     """The endpoint URL the AWS SDKs would use for ``service_id`` (e.g. "redshift-data").
 
     ``AWS_ENDPOINT_URL_<SERVICE_ID>`` (upper case, dashes and spaces as
-    underscores) wins, then ``AWS_ENDPOINT_URL``, then the public endpoint.
+    underscores) wins, then ``AWS_ENDPOINT_URL``, then the public endpoint, whose
+    host starts with the endpoint ``prefix`` (default: the service id).
     """
     suffix = service_id.upper().replace("-", "_").replace(" ", "_")
     for name in (f"AWS_ENDPOINT_URL_{suffix}", "AWS_ENDPOINT_URL"):
@@ -45,7 +48,7 @@ def resolve_endpoint(service_id: str, region: str, env: Mapping[str, str]) -> st
         if value:
             return value.rstrip("/")
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{service_id}.{region}.{domain}"
+    return f"https://{prefix or service_id}.{region}.{domain}"
 
 
 def sqs_service(region: str, env: Mapping[str, str]) -> AwsService:
@@ -66,4 +69,21 @@ def redshift_data_service(region: str, env: Mapping[str, str]) -> AwsService:
         endpoint_url=resolve_endpoint("redshift-data", region, env),
         json_version="1.1",
         target_prefix="RedshiftData",
+    )
+
+
+def cloudwatch_service(region: str, env: Mapping[str, str]) -> AwsService:
+    """CloudWatch's awsJson1.0 protocol (botocore's model also lists CBOR and query).
+
+    Its service id is "CloudWatch" (``AWS_ENDPOINT_URL_CLOUDWATCH``), its endpoint
+    prefix and signing name "monitoring". It is awsQueryCompatible like SQS, so
+    botocore's JSON serializer adds the query-mode header: so do we.
+    """
+    return AwsService(
+        signing_name="monitoring",
+        region=region,
+        endpoint_url=resolve_endpoint("CloudWatch", region, env, prefix="monitoring"),
+        json_version="1.0",
+        target_prefix="GraniteServiceVersion20100801",
+        extra_headers=(("x-amzn-query-mode", "true"),),
     )

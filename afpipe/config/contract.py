@@ -27,9 +27,8 @@ LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal"
 SECRET_SETTINGS = frozenset({"AFPIPE_WEBHOOK_TOKEN"})
 
 
-# The environment contract, declared once: each setting's name, default and help
-# text sit together on its field (``setting``); ``afpipe serve --help``, the README's
-# table and systemd/afpipe.env.example show them (tests check the last two against it).
+# ``afpipe serve --help``, the README's table and systemd/afpipe.env.example show each
+# setting's name, default and help (tests check the last two against ``HELP``).
 HELP: dict[str, str] = {}
 _T = TypeVar("_T")
 
@@ -121,6 +120,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aws_endpoint_url_s3: str = setting(
         "AWS_ENDPOINT_URL_S3", "", "endpoint override for S3 (addressed path-style)"
     )
+    aws_endpoint_url_cloudwatch: str = setting(
+        "AWS_ENDPOINT_URL_CLOUDWATCH", "", "endpoint override for CloudWatch"
+    )
     # --- afpipe additions ---
     data_dir: str = setting(
         "AFPIPE_DATA_DIR", "./afpipe-data", "directory of the embedded queue.db and warehouse.db"
@@ -141,9 +143,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "largest queue message and batch (SQS allows 1 MiB)",
     )
     max_inflight_requests: Positive = setting(
-        "AFPIPE_MAX_INFLIGHT_REQUESTS",
-        128,
-        "webhook requests handled at once; more get 503 at once",
+        "AFPIPE_MAX_INFLIGHT_REQUESTS", 128, "webhook requests handled at once; more get 503"
     )
     max_body_buffer_bytes: Positive = setting(
         "AFPIPE_MAX_BODY_BUFFER_BYTES",
@@ -219,6 +219,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dlq_url: str = setting(
         "AFPIPE_DLQ_URL", "", "SQS dead-letter queue URL (embedded: a table in queue.db)"
     )
+    sqs_age_from_cloudwatch: bool = setting(
+        "AFPIPE_SQS_AGE_FROM_CLOUDWATCH", False, "read SQS queues' oldest message age in CloudWatch"
+    )
     secondary_retry_queue_url: str = setting(
         "AFPIPE_SECONDARY_RETRY_QUEUE_URL", "", "SQS queue holding events the secondary missed"
     )
@@ -226,9 +229,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "AFPIPE_SECONDARY_TIMEOUT_S", 30.0, "time budget of a secondary load before hand-off"
     )
     dedup_window_s: Annotated[float, Meta(ge=0)] = setting(
-        "AFPIPE_DEDUP_WINDOW_S",
-        86400.0,
-        "Redshift dedup looks this far around a batch's event times",
+        "AFPIPE_DEDUP_WINDOW_S", 86400.0, "Redshift dedup window around a batch's event times"
     )
     max_unclassified_failures: Positive = setting(
         "AFPIPE_MAX_UNCLASSIFIED_FAILURES",

@@ -17,7 +17,12 @@ from pathlib import Path
 import msgspec
 
 from afpipe.aws.s3_api import S3Endpoint, parse_s3_uri, s3_endpoint
-from afpipe.aws.service import AwsService, redshift_data_service, sqs_service
+from afpipe.aws.service import (
+    AwsService,
+    cloudwatch_service,
+    redshift_data_service,
+    sqs_service,
+)
 from afpipe.config.checks import SettingProblem
 from afpipe.config.contract import Settings
 from afpipe.sources import Network, parse_networks
@@ -33,6 +38,8 @@ class QueueSection(msgspec.Struct, frozen=True, kw_only=True):
     sqs: AwsService  # for every SQS queue: the main one, the DLQ, the secondary's retry
     dlq_url: str = ""
     secondary_retry_url: str = ""
+    # Where the SQS queues' oldest message age is read (AFPIPE_SQS_AGE_FROM_CLOUDWATCH)
+    cloudwatch: AwsService | None = None
 
 
 class RedshiftSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,6 +154,7 @@ def _endpoints(settings: Settings) -> Mapping[str, str]:
         "AWS_ENDPOINT_URL_SQS": settings.aws_endpoint_url_sqs,
         "AWS_ENDPOINT_URL_REDSHIFT_DATA": settings.aws_endpoint_url_redshift_data,
         "AWS_ENDPOINT_URL_S3": settings.aws_endpoint_url_s3,
+        "AWS_ENDPOINT_URL_CLOUDWATCH": settings.aws_endpoint_url_cloudwatch,
     }
 
 
@@ -159,6 +167,11 @@ def _queue(settings: Settings, endpoints: Mapping[str, str]) -> QueueSection:
         sqs=sqs_service(settings.aws_region, endpoints),
         dlq_url=settings.dlq_url,
         secondary_retry_url=settings.secondary_retry_queue_url,
+        cloudwatch=(
+            cloudwatch_service(settings.aws_region, endpoints)
+            if settings.uses_sqs and settings.sqs_age_from_cloudwatch
+            else None
+        ),
     )
 
 

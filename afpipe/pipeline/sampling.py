@@ -13,13 +13,17 @@ from afpipe.queue.base import Queue, QueueSize
 
 log = logging.getLogger("afpipe.pipeline")
 
-SAMPLE_EVERY_S = 15.0  # one GetQueueAttributes per queue (two with a DLQ) this often
+# One GetQueueAttributes per queue (two with a DLQ) this often; SQS's age from
+# CloudWatch at most once a minute (afpipe.queue.sqs_age).
+SAMPLE_EVERY_S = 15.0
 
 
 async def sample_queues(queues: Sequence[Queue], every_s: float = SAMPLE_EVERY_S) -> None:
     """Set ``afpipe_queue_messages`` and ``afpipe_queue_oldest_message_age_seconds``
     for each queue (labelled by its name) now, then every ``every_s``; a failed
-    sample is logged and skipped, never retried sooner."""
+    sample is logged and skipped, never retried sooner. An age that is not known
+    leaves the gauge as it was (prometheus_client cannot remove a series in
+    multiprocess mode, and afpipe status refuses NaN)."""
     while True:
         for queue in queues:
             try:

@@ -56,7 +56,8 @@ class QueueSize(msgspec.Struct, frozen=True, kw_only=True):
     visible: int
     in_flight: int
     dead_letters: int | None = None  # None: no dead-letter queue to count (SQS without one)
-    # None: not known (SQS says it only to CloudWatch); 0 when the queue is empty
+    # None: not known (SQS tells CloudWatch: read only with AFPIPE_SQS_AGE_FROM_CLOUDWATCH);
+    # 0 when the queue is empty
     oldest_age_s: float | None = None
 
 

@@ -21,19 +21,28 @@ from afpipe.aws.sqs_api import SqsMessage
 from afpipe.errors import AfpipeError, ConfigError, PermanentError, RefusedContent, TransientError
 from afpipe.queue import sqs_dead_letters
 from afpipe.queue.base import DeadLetter, EntriesFailed, QueueSize, ReceivedMessage
+from afpipe.queue.sqs_age import CloudWatchAge
 
 logger = logging.getLogger("afpipe.sqs")
 
 
 class SqsQueue:
-    """``Queue`` on one SQS queue URL; dead letters go to ``dlq_url`` when set."""
+    """``Queue`` on one SQS queue URL; dead letters go to ``dlq_url`` when set; the
+    oldest message's age comes from CloudWatch when ``age`` is given."""
 
     def __init__(
-        self, aws: AwsClient, service: AwsService, queue_url: str, *, dlq_url: str | None = None
+        self,
+        aws: AwsClient,
+        service: AwsService,
+        queue_url: str,
+        *,
+        dlq_url: str | None = None,
+        age: CloudWatchAge | None = None,
     ) -> None:
         self.name = queue_url
         self.url = queue_url
         self.dlq_url = dlq_url
+        self._age = age
         self._aws = aws
         self._service = service
         self._warned_no_dlq = False
@@ -145,10 +154,12 @@ class SqsQueue:
         return {str(k): str(v) for k, v in result.get("Attributes", {}).items()}
 
     async def size(self) -> QueueSize:
-        """Approximate counts (GetQueueAttributes), and the DLQ's when there is one."""
+        """Approximate counts (GetQueueAttributes), and the DLQ's when there is one; the
+        oldest message's age from CloudWatch (at most once a minute), or None."""
         mine = await self._counts(self.url)
         dead = None if self.dlq_url is None else sum(await self._counts(self.dlq_url))
-        return QueueSize(visible=mine[0], in_flight=mine[1], dead_letters=dead)
+        age_s = None if self._age is None else await self._age.get(empty=sum(mine) == 0)
+        return QueueSize(visible=mine[0], in_flight=mine[1], dead_letters=dead, oldest_age_s=age_s)
 
     async def _counts(self, url: str) -> tuple[int, int]:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
