@@ -122,3 +122,10 @@ def test_retry_quota_spends_and_refunds_within_capacity() -> None:
 def test_timeouts_cost_more() -> None:
     policy = RetryPolicy()
     assert policy.retry_cost(timeout=True) > policy.retry_cost(timeout=False)
+
+
+def test_a_missing_permission_names_the_iam_action_not_the_signing_name() -> None:
+    """CloudWatch signs as "monitoring", but its IAM actions are cloudwatch:*."""
+    info = AwsErrorInfo(400, "AccessDeniedException", "m", "rid")
+    error = to_exception(info, "monitoring", "GetMetricData")
+    assert "needs cloudwatch:GetMetricData;" in str(error)

@@ -112,6 +112,10 @@ def parse_error(status: int, headers: Mapping[str, str], body: bytes) -> AwsErro
     return AwsErrorInfo(status, code, message, lower.get("x-amzn-requestid", ""))
 
 
+# Where a service's IAM actions are not prefixed with its signing name.
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
+
+
 def to_exception(
     info: AwsErrorInfo, signing_name: str, operation: str
 ) -> TransientError | PermanentError | AccessDenied:
@@ -119,9 +123,10 @@ def to_exception(
     if info.message:
         text += f": {info.message}"
     if info.code in ACCESS_DENIED_CODES:
+        action = f"{IAM_PREFIXES.get(signing_name, signing_name)}:{operation}"
         return AccessDenied(
             f"AWS credentials / IAM policy: {text} (the identity afpipe runs as needs"
-            f" {signing_name}:{operation}; see README, IAM)"
+            f" {action}; see README, IAM)"
         )
     kind = TransientError if info.retryable else PermanentError
     return kind(text, code=info.code, request_id=info.request_id)
