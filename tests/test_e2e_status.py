@@ -76,7 +76,8 @@ async def test_status_of_an_embedded_instance_balances_then_still_answers_once_i
     assert f"  {url}  up " in out
     assert "  accepted         7; 0 held (received, not yet settled)" in out
     assert "  primary          7 loaded, 0 dead-lettered: balanced" in out
-    assert "  main queue       0 visible, 0 in flight (messages); 0 received again" in out
+    main_queue = "  main queue       0 messages visible, 0 in flight, oldest 0 s; 0 received again"
+    assert main_queue in out  # the embedded queue knows its oldest message: none, 0 s
     assert "  dead letters     0 messages on the dead-letter queue" in out
     fresh = out.split("\nFreshness", 1)[1].splitlines()[1].split()  # the row under it
     assert fresh[0] == "primary" and "never" not in fresh
@@ -92,7 +93,7 @@ async def test_status_of_an_embedded_instance_balances_then_still_answers_once_i
 
     assert down_code == 1  # the instance is gone; the queue still answers
     assert f"{url}  FAILED: cannot reach it" in down_out
-    assert "  main queue       0 visible, 0 in flight (messages)" in down_out
+    assert "  main queue       0 messages visible, 0 in flight" in down_out
     assert f"afpipe status: {url}: cannot reach it" in down_err
 
 
@@ -128,12 +129,19 @@ async def test_status_reads_the_sqs_queues_live(
     report = json.loads(out)
     queues = report["completeness"]["queues"]
     assert 1 <= visible <= 5 and in_flight == 0
-    assert queues["main"] == {"visible": visible, "in_flight": 0, "dead_letters": 1, "error": ""}
+    assert queues["main"] == {
+        "visible": visible,
+        "in_flight": 0,
+        "dead_letters": 1,
+        "error": "",
+        "oldest_age_s": None,  # SQS, without AFPIPE_SQS_AGE_FROM_CLOUDWATCH
+    }
     assert queues["secondary_retry"] == {
         "visible": 2,
         "in_flight": 0,
         "dead_letters": None,
         "error": "",
+        "oldest_age_s": None,
     }
     assert report["completeness"]["accepted"] == 5
     for target in ("primary", "secondary"):

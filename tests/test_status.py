@@ -173,7 +173,7 @@ async def test_an_unreachable_instance_exits_1_and_the_rest_is_still_printed(
         assert await status(settings, [down]) == 1
     out, err = capsys.readouterr()
     assert f"{down}  FAILED: cannot reach it" in out
-    assert "  main queue       2 visible, 0 in flight (messages)" in out
+    assert "  main queue       2 messages visible, 0 in flight" in out
     assert "not known: no instance answered" in out
     assert f"afpipe status: {down}: cannot reach it" in err
 

@@ -155,7 +155,15 @@ def test_the_retry_queue_shows_what_was_settled_from_it() -> None:
     queues = {"main": EMPTY, "secondary_retry": QueueSize(visible=1, in_flight=0)}
     report = build([parse("http://a/metrics", text)], queues, ["primary", "secondary"], NOW)
     assert report.completeness.retry_settled == 2
-    assert "1 visible, 0 in flight (messages); 2 events settled" in render(report)
+    assert "1 messages visible, 0 in flight; 2 events settled" in render(report)
+
+
+def test_a_queue_s_oldest_message_age_is_shown_where_known() -> None:
+    """The embedded queue's, or SQS's from CloudWatch (AFPIPE_SQS_AGE_FROM_CLOUDWATCH)."""
+    main = QueueSize(visible=3, in_flight=1, dead_letters=0, oldest_age_s=125.0)
+    report = build([one(accepted=0)], {"main": main}, ["primary"], NOW)
+    assert report.completeness.queues["main"].oldest_age_s == 125.0
+    assert "3 messages visible, 1 in flight, oldest 2 min;" in render(report)
 
 
 def test_cost_is_per_service_and_operation_and_per_million_accepted_events() -> None:
@@ -225,6 +233,7 @@ def test_json_has_the_same_numbers_under_stable_keys() -> None:
         "in_flight": 0,
         "dead_letters": 0,
         "error": "",
+        "oldest_age_s": None,
     }
     assert completeness["targets"]["primary"] == {
         "loaded": 4,

@@ -63,6 +63,7 @@ class QueueState(msgspec.Struct):
     in_flight: int | None = None
     dead_letters: int | None = None  # on its dead-letter queue; None: it has none
     error: str = ""
+    oldest_age_s: float | None = None  # None: not known (SQS without CloudWatch)
 
 
 class Completeness(msgspec.Struct):
@@ -179,7 +180,7 @@ def _freshness(numbers: Numbers, target: str, now: float) -> Freshness:
 def _queue_state(size: QueueSize | str) -> QueueState:
     if isinstance(size, str):
         return QueueState(error=size)
-    return QueueState(size.visible, size.in_flight, size.dead_letters)
+    return QueueState(size.visible, size.in_flight, size.dead_letters, "", size.oldest_age_s)
 
 
 def _completeness(

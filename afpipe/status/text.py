@@ -7,7 +7,7 @@ import time
 
 import msgspec
 
-from afpipe.status.report import Balance, Completeness, Cost, Report
+from afpipe.status.report import Balance, Completeness, Cost, QueueState, Report
 
 SCREEN_COLUMNS = 80
 SCREEN_ROWS = 24
@@ -104,7 +104,7 @@ def _queues(done: Completeness) -> list[str]:
     main = done.queues.get("main")
     if main is not None:
         again = "" if done.received_again is None else f"; {done.received_again:,} received again"
-        lines += _row("main queue", _queue_text(main.visible, main.in_flight, main.error) + again)
+        lines += _row("main queue", _queue_text(main) + again)
         if not main.error:
             dead = main.dead_letters
             where = f"{dead:,} messages on the dead-letter queue" if dead is not None else ""
@@ -112,15 +112,17 @@ def _queues(done: Completeness) -> list[str]:
     retry = done.queues.get("secondary_retry")
     if retry is not None:
         settled = "" if done.retry_settled is None else f"; {done.retry_settled:,} events settled"
-        text = _queue_text(retry.visible, retry.in_flight, retry.error)
+        text = _queue_text(retry)
         lines += _row("retry queue", text + (settled if not retry.error else ""))
     return lines
 
 
-def _queue_text(visible: int | None, in_flight: int | None, error: str) -> str:
-    if error:
-        return f"FAILED: {error}"
-    return f"{_count(visible)} visible, {_count(in_flight)} in flight (messages)"
+def _queue_text(queue: QueueState) -> str:
+    if queue.error:
+        return f"FAILED: {queue.error}"
+    oldest = "" if queue.oldest_age_s is None else f", oldest {age(queue.oldest_age_s)}"
+    held = f"{_count(queue.visible)} messages visible, {_count(queue.in_flight)} in flight"
+    return held + oldest
 
 
 def _cost(cost: Cost, accepted: int | None, rows: int) -> list[str]:
