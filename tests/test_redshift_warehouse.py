@@ -380,6 +380,34 @@ async def test_ensure_table_is_idempotent_and_has_the_expected_columns(
         await warehouse.aclose()
 
 
+@pytest.mark.parametrize("there", [False, True], ids=["new-database", "table-there"])
+async def test_creators_at_once_all_end_with_the_table(
+    redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient, there: bool
+) -> None:
+    """Processes starting together create the table at the same time: all but one
+    got a serializable conflict (error 1023; CREATE ... IF NOT EXISTS writes the
+    catalog even when the table is there) and failed their first load; the
+    secondary, which does not retry, went down for its cool-down."""
+    if there:
+        await warehouse_on(redshift_emulator, aws_client).ensure_table()
+        redshift_emulator.reset_counters()
+        # A table that is there is only looked at: a CREATE would now fail.
+        redshift_emulator.fail_statements_containing("CREATE TABLE", "ERROR: no CREATE here")
+    redshift_emulator.set_latency(0.2)  # each CREATE is under way when the next starts
+    warehouses = [warehouse_on(redshift_emulator, aws_client) for _ in range(4)]
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for warehouse in warehouses:
+                    nursery.start_soon(warehouse.ensure_table)
+            assert await warehouses[0].columns() == sql.EXPECTED_COLUMNS
+    finally:
+        for warehouse in warehouses:
+            await warehouse.aclose()
+    if not there:  # they did collide: more than one look and one CREATE per table each
+        assert redshift_emulator.calls["ExecuteStatement"] > 4 * len(warehouses) + 1
+
+
 async def test_load_is_idempotent(
     redshift_emulator: RedshiftDataEmulator, aws_client: AwsClient
 ) -> None:
@@ -526,12 +554,13 @@ async def test_a_refused_request_is_not_retried_nor_bisected(
     warehouse = warehouse_on(redshift_emulator, aws_client, limits=limits)
     with trio.fail_after(20):
         await warehouse.ensure_table()
+        redshift_emulator.reset_counters()
         with pytest.raises(PermanentError) as direct:
             await warehouse.data.run("SELECT '" + "x" * 100_001 + "'")
         with pytest.raises(RefusedRequest) as caught:
             await warehouse.load([event(n, blob="y" * 20_000) for n in range(8)])
     assert direct.value.code == caught.value.code == "ValidationException"
-    assert redshift_emulator.calls["ExecuteStatement"] == 3  # ensure_table (2), the big SELECT
+    assert redshift_emulator.calls["ExecuteStatement"] == 1  # the big SELECT
     assert redshift_emulator.calls["BatchExecuteStatement"] == 1
 
 

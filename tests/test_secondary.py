@@ -113,10 +113,10 @@ class SlowToCreate(FakeWarehouse):
 async def test_concurrent_first_loads_create_the_table_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Each writer's first load ran CREATE TABLE at once: on Redshift a CREATE that
-    commits during another writer's merge fails that merge (error 1023), and the
-    secondary, which does not retry, went down for its cool-down (seen in bench.e2e:
-    1,988 of 2,000 events handed off to the retry queue)."""
+    """Each writer's first load ran CREATE TABLE at once: on Redshift all but one of
+    concurrent creators fail (error 1023), and the secondary, which does not retry,
+    went down for its cool-down (seen in bench.e2e: 1,988 of 2,000 events handed off
+    to the retry queue)."""
     warehouse = SlowToCreate()
     creating = TableCreatingWarehouse(warehouse)
     drained = TableCreatingWarehouse(creating, drains_backlog=True)

@@ -104,9 +104,10 @@ class TableCreatingWarehouse:
     """A warehouse that creates its table at its first load, not at start, so a
     warehouse that is down at start-up does not stop the daemon from starting.
 
-    One writer creates it while the others wait: on Redshift a CREATE TABLE that
-    commits while another writer merges fails that merge (error 1023), and the
-    secondary, which does not retry, would be taken down for its cool-down."""
+    One writer creates it while the others wait: every writer's first load used
+    to run CREATE TABLE at once, and on Redshift all but one of concurrent creators
+    fail (error 1023; the warehouse tries again, but each failure costs a backoff,
+    which the secondary's time budget and cool-down pay for)."""
 
     def __init__(self, warehouse: Warehouse, *, drains_backlog: bool = False) -> None:
         self.warehouse = warehouse

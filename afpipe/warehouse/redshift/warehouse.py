@@ -15,9 +15,8 @@ before submitting a merge, so they wait here rather than in Redshift holding a
 WLM slot. A serializable conflict with another writer of the target is retried
 here with backoff, within the AWS client's retry budget.
 
-A session that ended a load well is kept for this process's next load (its
-stage is emptied, not created again); one whose call failed, timed out or was
-cancelled is left to close by itself (``SESSION_KEEP_ALIVE_S``).
+A session that ended a load well is kept for the next load (its stage emptied);
+one whose call failed or was cancelled closes by itself (``SESSION_KEEP_ALIVE_S``).
 
 With a ``Stager`` (S3 staging on), rows that do not fit in one inline text of
 100 KB are staged by one COPY from S3 instead (``copy``); each attempt
@@ -127,9 +126,32 @@ class RedshiftWarehouse:
         return self._batch_limit.describe()
 
     async def ensure_table(self) -> None:
-        """The target and the lock table every load takes first (both idempotent)."""
-        await self.data.run(sql.create_table_sql(self.table))
-        await self.data.run(sql.create_lock_table_sql(self.table))
+        """The target and the lock table every load takes first, each created unless
+        it is there. Only looked at when it is: even a CREATE ... IF NOT EXISTS writes
+        the catalog, and of creators at once (processes starting together, or on a new
+        database) all but one fail with a serializable conflict; they look again."""
+        lock = sql.lock_table(self.table)
+        await self._create_unless_there(self.table, sql.create_table_sql(self.table))
+        await self._create_unless_there(lock, sql.create_lock_table_sql(self.table))
+
+    async def _create_unless_there(self, table: sql.TableName, create: str) -> None:
+        retry_index = 0
+        while not await self._exists(table):
+            try:
+                await self.data.run(create)
+                return
+            except StatementConflict as exc:
+                if not await self.data.aws.backoff(self.data.service, retry_index):
+                    raise
+                logger.info("%s: creating %s again after a conflict: %s", self.name, table, exc)
+                retry_index += 1
+
+    async def _exists(self, table: sql.TableName) -> bool:
+        found = await self.data.query(
+            "SELECT 1 FROM svv_columns WHERE table_schema = :schema AND table_name = :table",
+            {"schema": table.schema, "table": table.table},
+        )
+        return bool(found)
 
     async def isolation_level(self) -> str:
         """The database's isolation level as STV_DB_ISOLATION_LEVEL names it
@@ -143,12 +165,7 @@ class RedshiftWarehouse:
     async def check_lock(self) -> bool:
         """Take (and at once release) the load lock, as a load does; False when the
         lock table does not exist yet (``ensure_table`` creates it)."""
-        lock = sql.lock_table(self.table)
-        found = await self.data.query(
-            "SELECT 1 FROM svv_columns WHERE table_schema = :schema AND table_name = :table",
-            {"schema": lock.schema, "table": lock.table},
-        )
-        if not found:
+        if not await self._exists(sql.lock_table(self.table)):
             return False
         await self.data.run([sql.lock_sql(self.table), "SELECT 1"])
         return True
